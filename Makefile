@@ -1,0 +1,28 @@
+# The two set-up commands of the README: `make demo` and `make test`. Each works on a fresh
+# machine with only Python and pip: it creates/refreshes .venv, installs torch pinned to the CPU
+# build first (an unpinned torch pulls several GB of CUDA packages), then agpo, then runs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_PIN ?= torch==2.13.0
+STAMP := $(VENV)/.agpo-installed
+
+.PHONY: demo test install clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_PIN)
+	$(PY) -m pip install --quiet -e ".[test]" $(TORCH_PIN)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q --durations=15 -p no:cacheprovider
+
+demo: $(STAMP)
+	$(VENV)/bin/agpo demo
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info
