@@ -1,1 +1,51 @@
-"""agpo.algos"""
+"""agpo.algos — the methods as pure tensor functions, registered by name (no I/O, no model).
+
+advantages   scores [B, G] → advantages [B, G]        ADVANTAGES (grpo, agpo_asym, ...)
+objectives   log-probs [N, T] → per-token loss [N, T] OBJECTIVES (ppo_clip, pg)
+aggregation  per-token loss [N, T] → scalar            AGGREGATIONS (token_mean, ...)
+kl           log-probs [N, T] → KL penalty [N, T]      KL_ESTIMATORS (k1, k2, k3)
+controllers  AGPO-adaptive's probe statistics, temperature / clip controllers, step KL
+dapo         dynamic-sampling filter, overlong shaping
+config       AlgoConfig, the ``algo`` section of a run config
+"""
+
+from agpo.algos._check import ConfigError
+from agpo.algos.advantages import ADVANTAGES, AdvantageConfig, AdvantageOutput, dispersion
+from agpo.algos.aggregation import AGGREGATIONS, LossNorm
+from agpo.algos.config import AlgoConfig
+from agpo.algos.controllers import (
+    AdaptiveConfig,
+    ClipController,
+    ProbeStats,
+    StepKLTracker,
+    TemperatureController,
+    expand_groups,
+    probe_statistics,
+    step_drift,
+)
+from agpo.algos.dapo import informative_groups, overlong_penalty
+from agpo.algos.kl import KL_ESTIMATORS
+from agpo.algos.objectives import OBJECTIVES
+
+__all__ = [
+    "ADVANTAGES",
+    "AGGREGATIONS",
+    "KL_ESTIMATORS",
+    "OBJECTIVES",
+    "AdaptiveConfig",
+    "AdvantageConfig",
+    "AdvantageOutput",
+    "AlgoConfig",
+    "ClipController",
+    "ConfigError",
+    "LossNorm",
+    "ProbeStats",
+    "StepKLTracker",
+    "TemperatureController",
+    "dispersion",
+    "expand_groups",
+    "informative_groups",
+    "overlong_penalty",
+    "probe_statistics",
+    "step_drift",
+]

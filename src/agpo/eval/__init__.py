@@ -1,1 +1,29 @@
-"""agpo.eval"""
+"""Evaluation: pass@k at large n (resumable sampling runner) and the HTML report.
+
+    from agpo.eval import evaluate, evaluate_items, build_report
+    evaluate("ckpt/", "math500", 256, "out/eval_math500", temperature=0.6, top_p=0.95)
+    build_report(["out/eval_base", "out/eval_math500"], "report.html")
+
+Names are imported lazily (PEP 562) so ``agpo passk`` (agpo.eval.passk) starts without torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "evaluate": "agpo.eval.cli",
+    "EvalConfig": "agpo.eval.cli",
+    "evaluate_items": "agpo.eval.runner",
+    "build_report": "agpo.eval.report",
+    "summarize_samples": "agpo.eval.summary",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'agpo.eval' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

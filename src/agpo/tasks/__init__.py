@@ -1,1 +1,12 @@
-"""agpo.tasks"""
+"""Tasks: problems (prompt + gold answer) from the math benchmarks, local files or the testbed.
+
+``load_task("math500")`` / ``load_task("data/aime.jsonl")`` → ``list[TaskItem]``; the layout of
+a file is detected from its fields (``agpo.tasks.layouts``); ``render_prompt`` applies a template.
+"""
+
+from agpo.tasks.base import TASKS, load_file, load_task, parse_fields, write_items
+from agpo.tasks.templates import TEMPLATES, render_prompt
+
+__all__ = [
+    "TASKS", "TEMPLATES", "load_file", "load_task", "parse_fields", "render_prompt", "write_items",
+]

@@ -1,0 +1,157 @@
+"""Training throughput: agpo's trainer vs TRL's GRPOTrainer on the identical workload, and
+agpo's step time against its floor. One invocation measures everything (ratios are what count).
+
+Workload (DESIGN.md "Benchmarks"): a tiny Llama (hidden 128, 2 layers, 4 heads, 2 KV heads,
+character vocabulary, random init), the same prompts and exact-match reward, B prompts × 8
+samples, at most 32 new tokens (the same model and EOS: both decode until every row stopped,
+about 32 steps for a random model), one update epoch, no reference model, 32 sequences per forward/backward, the same number of steps. The first step of each is warm-up
+and not timed. agpo's floor is its own sampling pass plus one forward/backward over the same
+tokens with the same model.
+
+    .venv/bin/python benchmarks/bench_train_vs_trl.py [--prompts 4 32] [--steps 6] [--threads 1]
+
+Targets: agpo ≥ 2× TRL completions/s; agpo step ≤ 1.25× its floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import torch  # noqa: E402
+
+from agpo.rollout import SamplingConfig, sample, select  # noqa: E402
+from agpo.rollout.engine import response_logprobs  # noqa: E402
+from agpo.testbed.tiny import char_tokenizer, tiny_llama  # noqa: E402
+
+G, NEW_TOKENS = 8, 32
+MICRO = 32  # sequences per forward/backward in both trainers (faster on CPU than one of 256)
+
+
+def build(workdir: Path, n_prompts: int) -> tuple[Path, Path]:
+    """The shared model folder and a task file of n_prompts problems."""
+    tok = char_tokenizer()
+    model = tiny_llama(len(tok), hidden=128, layers=2, heads=4, kv_heads=2, seed=0)
+    model_dir = workdir / "model"
+    tok.save_pretrained(model_dir)
+    model.save_pretrained(model_dir)
+    task = workdir / "task.jsonl"
+    with task.open("w") as f:
+        for i in range(n_prompts):
+            f.write(json.dumps({"id": f"p{i}", "prompt": f"{i * 37 % 1000}+{i * 11 % 100}=",
+                                "gold": str(i * 37 % 1000 + i * 11 % 100)}) + "\n")
+    return model_dir, task
+
+
+def run_agpo(model_dir: Path, task: Path, b: int, steps: int, threads: int, out: Path) -> list[float]:
+    from agpo.train.cli import main
+
+    argv = [
+        "--out", str(out), "--model.path", str(model_dir), "--task.spec", str(task),
+        "--reward.verifier", "exact", "--reward.workers", "0",
+        "--rollout.max-new-tokens", str(NEW_TOKENS), "--train.prompts-per-step", str(b),
+        "--train.group-size", str(G), "--train.micro-batch-size", str(MICRO),
+        "--train.steps", str(steps), "--train.checkpoint-every", "0", "--train.threads", str(threads),
+        "--algo.advantage", "grpo", "--algo.kl-coef", "0", "--optim.lr", "1e-4",
+        "--log.no-progress", "--log.samples-per-step", "0", "--log.no-post-update-stats",
+    ]
+    main(argv)
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r["perf/time_step"] for r in rows[1:]]
+
+
+def run_floor(model_dir: Path, b: int, steps: int) -> list[float]:
+    """agpo's sampling pass + one forward/backward of the same tokens, nothing else."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    prompts = [f"{i * 37 % 1000}+{i * 11 % 100}=" for i in range(b) for _ in range(G)]
+    cfg = SamplingConfig(max_new_tokens=NEW_TOKENS, batch_size=b * G)
+    gen = torch.Generator().manual_seed(0)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        r = sample(model, tok, prompts, torch.ones(b * G), cfg, gen)
+        model.train()
+        tokens = r.response_mask.sum()
+        for i in range(0, b * G, MICRO):
+            part = select(r, slice(i, i + MICRO))
+            logprobs, _ = response_logprobs(model, part, part.temperatures, with_entropy=False)
+            (-(logprobs * part.response_mask).sum() / tokens).backward()
+        opt.step()
+        opt.zero_grad()
+        times.append(time.perf_counter() - t0)
+    return times[1:]
+
+
+def run_trl(model_dir: Path, task: Path, b: int, steps: int, out: Path) -> list[float]:
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    rows = [json.loads(x) for x in task.read_text().splitlines()]
+    data = Dataset.from_list([{"prompt": r["prompt"], "gold": r["gold"]} for r in rows])
+
+    def exact(completions, gold, **_):  # noqa: ANN001, ANN202
+        return [float(c.strip() == g) for c, g in zip(completions, gold, strict=True)]
+
+    stamps: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            stamps.append(time.perf_counter())
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    args = GRPOConfig(
+        # One optimizer step per b·G completions, MICRO at a time: TRL generates all b·G at once
+        # (steps_per_generation follows gradient_accumulation_steps) and accumulates.
+        output_dir=str(out), per_device_train_batch_size=MICRO,
+        gradient_accumulation_steps=b * G // MICRO, num_generations=G,
+        max_completion_length=NEW_TOKENS, max_steps=steps, num_iterations=1, beta=0.0,
+        learning_rate=1e-4, logging_steps=1000, save_strategy="no", report_to=[], use_cpu=True,
+        temperature=1.0, top_p=1.0, seed=0, dataloader_num_workers=0, disable_tqdm=True,
+    )
+    trainer = GRPOTrainer(model=model, reward_funcs=exact, args=args, train_dataset=data,
+                          processing_class=tok, callbacks=[Clock()])
+    start = time.perf_counter()
+    trainer.train()
+    ends = [start, *stamps]
+    return [ends[i + 1] - ends[i] for i in range(1, len(stamps))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--prompts", type=int, nargs="+", default=[4, 32])
+    ap.add_argument("--steps", type=int, default=6, help="steps per trainer (the first is warm-up)")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, G {G}, "
+          f"{NEW_TOKENS} new tokens, {args.steps - 1} timed steps (median)")
+    print(f"{'prompts×G':>10} {'agpo s/step':>12} {'TRL s/step':>11} {'agpo c/s':>9} {'TRL c/s':>8} "
+          f"{'ratio':>6} {'floor s':>8} {'agpo/floor':>10}")
+    for b in args.prompts:
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            model_dir, task = build(work, max(b, 8) * args.steps)
+            t_agpo = statistics.median(run_agpo(model_dir, task, b, args.steps, args.threads, work / "agpo"))
+            t_floor = statistics.median(run_floor(model_dir, b, args.steps))
+            t_trl = statistics.median(run_trl(model_dir, task, b, args.steps, work / "trl"))
+        n = b * G
+        print(f"{f'{b}×{G}':>10} {t_agpo:12.3f} {t_trl:11.3f} {n / t_agpo:9.1f} {n / t_trl:8.1f} "
+              f"{t_trl / t_agpo:6.2f} {t_floor:8.3f} {t_agpo / t_floor:10.2f}")
+
+
+if __name__ == "__main__":
+    main()

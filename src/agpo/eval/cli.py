@@ -1,0 +1,211 @@
+"""``agpo eval --model DIR --task NAME|FILE --n 256 --out DIR``: pass@k of one model on one task.
+
+OUT gets config.json (this eval's settings), env.json (versions, hardware), problems.jsonl (the
+problems as evaluated), samples.jsonl (one row per sample, appended as produced: a killed eval
+rerun with the same flags resumes where it stopped), passk.json (the metrics) and timing.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata as md
+import json
+import os
+import platform
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agpo.errors import UserError
+from agpo.eval.runner import Timing, evaluate_items, write_json
+from agpo.eval.samples import SAMPLES
+from agpo.tasks import TEMPLATES, load_task, write_items
+from agpo.types import TaskItem
+
+# Settings that may differ between an interrupted eval and its resumption: they change speed,
+# never the samples.
+_RESUME_FREE = ("out", "workers", "device", "progress")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Sample n responses per problem, verify them, report pass@k for k = 1, 2, 4, ..., n."""
+
+    model: str
+    """A from_pretrained folder with the model and its tokenizer (any agpo checkpoint)."""
+    task: str
+    """A registered task (gsm8k, math500, aime24, testbed_add, ...) or a .jsonl/.json/.parquet
+    file."""
+    out: Path
+    """Output folder; rerunning with the same flags resumes an interrupted eval."""
+    n: int = 256
+    """Samples per problem (pass@k is reported for k = 1, 2, 4, ... up to n, plus n)."""
+    split: str = "test"
+    """Split of a registered task."""
+    limit: int | None = None
+    """Evaluate only the first LIMIT problems."""
+    fields: str | None = None
+    """Field mapping for a file in an unknown layout: prompt=FIELD,gold=FIELD[,id=FIELD]."""
+    template: str = "plain"
+    """Prompt template: plain (the prompt verbatim), qwen_math_cot, deepseek_math, r1."""
+    temperature: float = 0.6
+    """Sampling temperature (0.6 with top-p 0.95 is the reasoning-boundary protocol)."""
+    top_p: float = 0.95
+    """Nucleus sampling mass."""
+    max_new_tokens: int = 1024
+    """Longest response; a longer one is cut and marked truncated."""
+    batch_size: int = 64
+    """Sequences decoded together (bounds memory); a resumed eval must keep it."""
+    verifier: str = "auto"
+    """Verifier (math | exact | ...); auto: the task's own (meta 'verifier'), else math."""
+    workers: int = 2
+    """Verification worker processes."""
+    seed: int = 0
+    """Seed of the sampling streams."""
+    device: str = "auto"
+    """cpu, cuda, cuda:1, ... ; auto: cuda when available."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise UserError(f"--n {self.n}: must be ≥ 1")
+        if self.template not in TEMPLATES:
+            raise UserError(f"--template {self.template!r}: valid: {', '.join(TEMPLATES)}")
+        if self.limit is not None and self.limit < 1:
+            raise UserError(f"--limit {self.limit}: must be ≥ 1")
+
+
+def evaluate(model_dir: str | Path, task_spec: str, n: int, out_dir: str | Path,
+             **settings: Any) -> dict[str, Any]:
+    """Python entry point of ``agpo eval``; ``settings`` are EvalConfig fields
+    (temperature=..., top_p=..., limit=...). Returns passk.json's content."""
+    return run(EvalConfig(model=str(model_dir), task=task_spec, n=n, out=Path(out_dir),
+                          **settings))
+
+
+def run(cfg: EvalConfig) -> dict[str, Any]:
+    """Load, sample, verify, write OUT (see the module docstring); resumes when OUT holds the
+    same eval."""
+    from agpo.rewards import RewardConfig, build_reward
+    from agpo.rollout import SamplingConfig
+
+    items = load_task(cfg.task, cfg.split, fields=cfg.fields, limit=cfg.limit)
+    if not items:
+        raise UserError(f"--task {cfg.task}: no problems")
+    _prepare_out(cfg)
+    write_items(items, cfg.out / "problems.jsonl")
+    device = _device(cfg.device)
+    model, tokenizer = _load_model(cfg.model, device)
+    _write_env(cfg, device)
+    sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, top_p=cfg.top_p,
+                              temperature=cfg.temperature, batch_size=cfg.batch_size)
+    timing = Timing()
+    with build_reward(RewardConfig(verifier=_verifier(cfg, items), workers=cfg.workers)) as rf:
+        metrics = evaluate_items(model, tokenizer, items, cfg.n, sampling, rf, cfg.out,
+                                 template=cfg.template, seed=cfg.seed, progress=cfg.progress,
+                                 timing=timing)
+    result = {**metrics, "task": cfg.task, "model": cfg.model}
+    write_json(cfg.out / "passk.json", result)
+    write_json(cfg.out / "timing.json", dataclasses.asdict(timing))
+    return result
+
+
+def _verifier(cfg: EvalConfig, items: list[TaskItem]) -> str:
+    if cfg.verifier != "auto":
+        return cfg.verifier
+    named = {str(it.meta.get("verifier", "math")) for it in items}
+    if len(named) > 1:
+        raise UserError(f"--task {cfg.task}: problems name different verifiers "
+                        f"({', '.join(sorted(named))}); pick one with --verifier")
+    return named.pop()
+
+
+def _prepare_out(cfg: EvalConfig) -> None:
+    """Write config.json, or check that OUT's existing samples came from the same settings."""
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    mine = {k: v for k, v in _config_dict(cfg).items() if k not in _RESUME_FREE}
+    cfg_path = cfg.out / "config.json"
+    if (cfg.out / SAMPLES).exists() and cfg_path.exists():
+        theirs = json.loads(cfg_path.read_text())
+        diff = sorted(k for k in mine if theirs.get(k) != mine[k])
+        if diff:
+            changes = ", ".join(f"--{k.replace('_', '-')} {theirs.get(k)!r} → {mine[k]!r}"
+                                for k in diff)
+            raise UserError(f"{cfg.out}: holds an eval with other settings ({changes}); "
+                            "rerun with its settings to resume, or choose a new --out")
+    write_json(cfg_path, _config_dict(cfg))
+
+
+def _config_dict(cfg: EvalConfig) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+def _device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+def _load_model(model_dir: str, device: torch.device) -> tuple[torch.nn.Module, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (Path(model_dir) / "config.json").exists():
+        raise UserError(f"--model {model_dir}: not a from_pretrained folder (no config.json)")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
+    return model.eval(), AutoTokenizer.from_pretrained(model_dir)
+
+
+def _write_env(cfg: EvalConfig, device: torch.device) -> None:
+    import agpo
+
+    def version(pkg: str) -> str | None:
+        try:
+            return md.version(pkg)
+        except md.PackageNotFoundError:
+            return None
+
+    env = {
+        "agpo": agpo.__version__,
+        "git_sha": _git_sha(),
+        "packages": {p: version(p) for p in ("torch", "transformers", "tokenizers", "math-verify")},
+        "python": platform.python_version(),
+        "seed": cfg.seed,
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+    }
+    write_json(cfg.out / "env.json", env)
+
+
+def _git_sha() -> str | None:
+    try:
+        res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).parent)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (res.stdout.strip() or None) if res.returncode == 0 else None
+
+
+def main(argv: list[str]) -> int:
+    import tyro
+    from rich.console import Console
+    from rich.table import Table
+
+    cfg = tyro.cli(EvalConfig, args=argv, prog="agpo eval")
+    result = run(cfg)
+    table = Table(title=f"{cfg.task} · {cfg.model} · n={cfg.n}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        if isinstance(value, float):
+            table.add_row(key, f"{value:.4f}")
+    Console().print(table)
+    print(f"wrote {cfg.out / 'passk.json'}")
+    return 0

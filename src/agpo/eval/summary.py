@@ -1,0 +1,107 @@
+"""From sample rows to the metrics of passk.json, in one streaming pass.
+
+Memory holds a small record per problem: counts, and per sample only its index, extracted answer
+and verdict (maj@k votes over the first k samples in sampling order), never the completions.
+
+Metrics (METHODS §5): ``pass@K`` for K in ``report_ks(n)`` where n is the smallest number of
+samples any problem has (pass@k is reported only where every problem has at least k samples);
+``avg@n``; ``maj@K`` (majority vote over the extracted answers); ``coverage`` (fraction of
+problems solved at least once); ``distinct_correct`` (distinct correct extracted answers per
+problem, mean); ``mean_length`` (response tokens); ``mean_token_entropy`` (mean of the rows'
+``nll``, see ``agpo.eval.samples``). Rows whose gold answer was unusable (failure ``bad_gold``)
+are left out and their problems counted in ``skipped_problems``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agpo.eval.passk import (
+    avg_at_n, coverage, majority_at_k, pass_at_k_curve, report_ks, unique_correct,
+)
+from agpo.eval.samples import iter_rows
+
+BAD_GOLD = "bad_gold"
+
+
+@dataclass
+class ProblemTally:
+    """What one problem's samples add up to."""
+
+    votes: list[tuple[int, str | None, bool]] = field(default_factory=list)
+    length: int = 0
+    nlls: list[float] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.votes)
+
+    @property
+    def c(self) -> int:
+        return sum(ok for _, _, ok in self.votes)
+
+    def add(self, row: dict[str, Any]) -> None:
+        parsed = row.get("parsed")
+        self.votes.append((int(row["sample"]), None if parsed is None else str(parsed),
+                           bool(row["correct"])))
+        self.length += int(row.get("length", 0))
+        if row.get("nll") is not None:
+            self.nlls.append(float(row["nll"]))
+
+    def answers(self) -> tuple[list[str | None], list[bool]]:
+        """Extracted answers and verdicts in sampling order."""
+        ordered = sorted(self.votes)
+        return [a for _, a, _ in ordered], [ok for _, _, ok in ordered]
+
+
+def tally(
+    rows: Iterable[dict[str, Any]], into: dict[str, ProblemTally] | None = None,
+) -> dict[str, ProblemTally]:
+    """problem_id → ProblemTally (problems in order of first appearance), adding to ``into``.
+
+    A problem whose gold was unusable keeps an empty tally (counted as skipped). Rows are
+    assumed unique per (problem_id, sample), as the runner writes them.
+    """
+    out = {} if into is None else into
+    for row in rows:
+        t = out.setdefault(str(row["problem_id"]), ProblemTally())
+        if row.get("failure") != BAD_GOLD:
+            t.add(row)
+    return out
+
+
+def summarize(tallies: dict[str, ProblemTally]) -> dict[str, Any]:
+    """passk.json's metrics from per-problem tallies (see the module docstring)."""
+    probs = [p for p in tallies.values() if p.n]
+    skipped = len(tallies) - len(probs)
+    if not probs:
+        return {"num_problems": 0, "n": 0, "num_samples": 0, "skipped_problems": skipped}
+    ns, cs = [p.n for p in probs], [p.c for p in probs]
+    ks = report_ks(min(ns))
+    out: dict[str, Any] = {f"pass@{k}": v for k, v in pass_at_k_curve(ns, cs, ks).items()}
+    out["avg@n"] = avg_at_n(ns, cs)
+    votes = [p.answers() for p in probs]
+    for k in ks:
+        out[f"maj@{k}"] = math.fsum(majority_at_k(a, ok, k) for a, ok in votes) / len(probs)
+    nlls = [x for p in probs for x in p.nlls]
+    out.update(
+        coverage=coverage(cs),
+        distinct_correct=sum(unique_correct(a, ok) for a, ok in votes) / len(probs),
+        mean_length=sum(p.length for p in probs) / sum(ns),
+        # fsum: exact, so a resumed eval (rows in another order) reports the same bits
+        mean_token_entropy=math.fsum(nlls) / len(nlls) if nlls else None,
+        num_problems=len(probs),
+        n=min(ns),
+        num_samples=sum(ns),
+        skipped_problems=skipped,
+    )
+    return out
+
+
+def summarize_samples(path: Path) -> dict[str, float | int]:
+    """passk.json's metrics straight from a samples.jsonl (``agpo passk`` agrees on pass@k)."""
+    return summarize(tally(iter_rows(path)))

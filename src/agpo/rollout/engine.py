@@ -1,0 +1,248 @@
+"""Batched sampling and scoring on any transformers causal LM (CPU or GPU).
+
+How temperature enters: every row n has its own temperature τ_n. Sampling draws from
+softmax(logits / τ_n) (optionally restricted to the top-p nucleus), and the log-probs stored in
+the Rollout are log softmax(logits / τ_n) of the drawn token over the FULL vocabulary. ``score``
+recomputes exactly that quantity, so with top_p = 1 the importance ratio π_θ / π_old compares the
+distribution that produced the samples. With top_p < 1 the sampler is truncated and the stored
+value is not the true sampling probability; training rejects that unless explicitly allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from agpo.ops import entropy_from_logits, logprobs_from_logits
+from agpo.rollout.config import SamplingConfig
+from agpo.types import Rollout
+
+
+def prepare_tokenizer(tokenizer) -> None:  # noqa: ANN001 — any HF tokenizer
+    """Left padding (decoder-only batches must end at the same column) and a pad token."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def eos_ids(model: torch.nn.Module, tokenizer) -> list[int]:  # noqa: ANN001
+    """Every token id that ends a response: the tokenizer's EOS and the generation config's."""
+    ids = {tokenizer.eos_token_id}
+    gen = getattr(model, "generation_config", None)
+    extra = getattr(gen, "eos_token_id", None) if gen is not None else None
+    ids.update(extra if isinstance(extra, list) else [extra])
+    return sorted(i for i in ids if i is not None)
+
+
+@torch.no_grad()
+def sample(
+    model: torch.nn.Module,
+    tokenizer,  # noqa: ANN001 — any HF tokenizer
+    prompts: Sequence[str],
+    temperatures: torch.Tensor,
+    cfg: SamplingConfig,
+    generator: torch.Generator | None = None,
+) -> Rollout:
+    """Sample one response per prompt string (prompts already repeated G times, grouped).
+
+    temperatures [N]: the temperature of each row. Decodes ``cfg.batch_size`` rows at a time
+    with a KV cache; a row stops at its first EOS (kept in the response and its mask).
+    Returns a Rollout with prompt_ids/prompt_mask [N, P], response_ids/response_mask/logprobs
+    [N, T], truncated [N] and the decoded texts (special tokens stripped).
+    """
+    prepare_tokenizer(tokenizer)
+    temperatures = temperatures.detach().float().reshape(-1).cpu()
+    if len(prompts) != temperatures.numel():
+        raise ValueError(f"{len(prompts)} prompts but {temperatures.numel()} temperatures")
+    was_training = model.training
+    model.eval()
+    parts = [
+        _sample_batch(model, tokenizer, list(prompts[i : i + cfg.batch_size]),
+                      temperatures[i : i + cfg.batch_size], cfg, generator)
+        for i in range(0, len(prompts), cfg.batch_size)
+    ]
+    model.train(was_training)
+    return concat(parts, tokenizer.pad_token_id)
+
+
+def _sample_batch(
+    model: torch.nn.Module,
+    tokenizer,  # noqa: ANN001
+    prompts: list[str],
+    temperatures: torch.Tensor,
+    cfg: SamplingConfig,
+    generator: torch.Generator | None,
+) -> Rollout:
+    device = next(model.parameters()).device
+    enc = tokenizer(prompts, return_tensors="pt", padding=True)
+    prompt_ids = enc["input_ids"].to(device)  # [n, P]
+    prompt_mask = enc["attention_mask"].to(device)  # [n, P]
+    n = prompt_ids.shape[0]
+    inv_tau = (1.0 / temperatures).to(device).unsqueeze(-1)  # [n, 1]
+    stop = torch.tensor(eos_ids(model, tokenizer), device=device)
+    pad = tokenizer.pad_token_id
+
+    attn = prompt_mask
+    # Left padding shifts every row; positions count real tokens only so a padded row sees the
+    # same positions as it would alone.
+    pos = (attn.cumsum(-1) - 1).clamp_min(0)
+    out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=pos, use_cache=True,
+                logits_to_keep=1)
+    done = torch.zeros(n, dtype=torch.bool, device=device)
+    tokens, logps, alive = [], [], []
+    for _ in range(cfg.max_new_tokens):
+        logp = F.log_softmax(out.logits[:, -1].float() * inv_tau, dim=-1)  # [n, V]
+        tok = _draw(logp, cfg.top_p, generator)  # [n]
+        tok = tok.masked_fill(done, pad)
+        tokens.append(tok)
+        logps.append(logp.gather(-1, tok.unsqueeze(-1)).squeeze(-1).masked_fill(done, 0.0))
+        alive.append(~done)
+        done = done | torch.isin(tok, stop)
+        if bool(done.all()):  # one host sync per token; a forward costs far more
+            break
+        attn = torch.cat([attn, attn.new_ones(n, 1)], dim=-1)
+        pos = pos[:, -1:] + 1
+        out = model(input_ids=tok.unsqueeze(-1), attention_mask=attn, position_ids=pos,
+                    past_key_values=out.past_key_values, use_cache=True)
+
+    response_ids = torch.stack(tokens, dim=1)  # [n, T]
+    response_mask = torch.stack(alive, dim=1).long()  # [n, T], 1 up to and incl. EOS
+    lengths = response_mask.sum(-1).tolist()
+    texts = tokenizer.batch_decode(
+        [row[:k] for row, k in zip(response_ids.tolist(), lengths, strict=True)],
+        skip_special_tokens=True,
+    )
+    return Rollout(
+        prompt_ids=prompt_ids,
+        prompt_mask=prompt_mask,
+        response_ids=response_ids,
+        response_mask=response_mask,
+        logprobs=torch.stack(logps, dim=1),
+        temperatures=temperatures.to(device),
+        truncated=~done,
+        texts=texts,
+    )
+
+
+def _draw(logp: torch.Tensor, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
+    """One token per row from exp(logp) [n, V], restricted to the top-p nucleus when top_p < 1."""
+    probs = logp.exp()
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        # Drop a token when the mass before it already reaches top_p (the first always stays).
+        drop = (sorted_p.cumsum(-1) - sorted_p) >= top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _pad_right(x: torch.Tensor, width: int, value: float) -> torch.Tensor:
+    return F.pad(x, (0, width - x.shape[1]), value=value)
+
+
+def _pad_left(x: torch.Tensor, width: int, value: float) -> torch.Tensor:
+    return F.pad(x, (width - x.shape[1], 0), value=value)
+
+
+def concat(parts: list[Rollout], pad: int) -> Rollout:
+    """Join rollouts row-wise: prompts re-padded on the left, responses on the right."""
+    if len(parts) == 1:
+        return parts[0]
+    p = max(r.prompt_ids.shape[1] for r in parts)
+    t = max(r.response_ids.shape[1] for r in parts)
+    return Rollout(
+        prompt_ids=torch.cat([_pad_left(r.prompt_ids, p, pad) for r in parts]),
+        prompt_mask=torch.cat([_pad_left(r.prompt_mask, p, 0) for r in parts]),
+        response_ids=torch.cat([_pad_right(r.response_ids, t, pad) for r in parts]),
+        response_mask=torch.cat([_pad_right(r.response_mask, t, 0) for r in parts]),
+        logprobs=torch.cat([_pad_right(r.logprobs, t, 0.0) for r in parts]),
+        temperatures=torch.cat([r.temperatures for r in parts]),
+        truncated=torch.cat([r.truncated for r in parts]),
+        texts=[s for r in parts for s in r.texts],
+    )
+
+
+def response_logits(
+    model: torch.nn.Module,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+    temperatures: torch.Tensor,
+) -> torch.Tensor:
+    """Tempered logits predicting each response token: logits / τ_row, [n, T, V].
+
+    prompt_ids/prompt_mask [n, P] (left-padded), response_ids/response_mask [n, T], temperatures
+    [n]. Differentiable: the training update calls this under autograd.
+    """
+    t = response_ids.shape[1]
+    ids = torch.cat([prompt_ids, response_ids], dim=1)  # [n, P+T]
+    attn = torch.cat([prompt_mask, response_mask], dim=1)
+    pos = (attn.cumsum(-1) - 1).clamp_min(0)
+    # Position P-1+i predicts response token i; the last position predicts nothing we need.
+    logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False,
+                   logits_to_keep=t + 1).logits[:, :t]  # [n, T, V]
+    return logits.float() / temperatures.to(logits.device).float().view(-1, 1, 1)
+
+
+def response_logprobs(
+    model: torch.nn.Module,
+    rows: Rollout,
+    temperatures: torch.Tensor,
+    with_entropy: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs [n, T] of the response tokens under softmax(logits/τ_row) and, optionally, the
+    token entropy [n, T] of that distribution. Differentiable; masked positions hold 0."""
+    logits = response_logits(model, rows.prompt_ids, rows.prompt_mask, rows.response_ids,
+                             rows.response_mask, temperatures)
+    mask = rows.response_mask.to(logits.dtype)
+    logprobs = logprobs_from_logits(logits, rows.response_ids) * mask
+    entropy = entropy_from_logits(logits) * mask if with_entropy else None
+    return logprobs, entropy
+
+
+@torch.no_grad()
+def score(
+    model: torch.nn.Module,
+    rollout: Rollout,
+    temperatures: torch.Tensor,
+    micro_batch: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs and token entropy of a rollout's response tokens, [N, T] each, no gradient.
+
+    Evaluated on logits / τ_row with temperatures [N] (pass ``rollout.temperatures`` for the
+    sampling distribution, or ones for the reference code's temperature-1 reading). Runs
+    ``micro_batch`` rows per forward; masked positions hold 0.
+    """
+    was_training = model.training
+    model.eval()
+    lps, ents = [], []
+    for i in range(0, rollout.num_sequences, micro_batch):
+        lp, ent = response_logprobs(model, select(rollout, slice(i, i + micro_batch)),
+                                    temperatures[i : i + micro_batch])
+        lps.append(lp)
+        ents.append(ent)
+    model.train(was_training)
+    return torch.cat(lps), torch.cat(ents)
+
+
+def select(rollout: Rollout, index: slice | torch.Tensor | list[int]) -> Rollout:
+    """Rows of a rollout (a slice, index tensor or list), texts included."""
+    if isinstance(index, slice):
+        texts = rollout.texts[index]
+    else:
+        idx = index.tolist() if isinstance(index, torch.Tensor) else list(index)
+        texts = [rollout.texts[i] for i in idx]
+        index = torch.as_tensor(idx, dtype=torch.long, device=rollout.response_ids.device)
+    return Rollout(
+        prompt_ids=rollout.prompt_ids[index],
+        prompt_mask=rollout.prompt_mask[index],
+        response_ids=rollout.response_ids[index],
+        response_mask=rollout.response_mask[index],
+        logprobs=rollout.logprobs[index],
+        temperatures=rollout.temperatures[index],
+        truncated=rollout.truncated[index],
+        texts=texts,
+    )

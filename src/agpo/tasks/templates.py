@@ -1,0 +1,60 @@
+"""Prompt templates: how a problem is shown to the model.
+
+| template      | instruction                                              | answer opens |
+|---------------|----------------------------------------------------------|--------------|
+| plain         | none: ``item.prompt`` verbatim, no chat template         |              |
+| qwen_math_cot | system: reason step by step, final answer in \\boxed{}   |              |
+| deepseek_math | the same instruction appended to the question            |              |
+| r1            | DeepSeek-R1-Zero's: think inside <think> tags first      | ``<think>``  |
+
+When the tokenizer has a chat template the messages go through it (with the generation prompt);
+otherwise the text format each template was published with is used (Qwen2.5-Math's evaluation
+prompt, DeepSeek-Math's ``User: ... Assistant:``, R1-Zero's conversation prompt).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agpo.types import TaskItem
+
+BOXED = "Please reason step by step, and put your final answer within \\boxed{}."
+R1_SYSTEM = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant "
+    "solves it. The assistant first thinks about the reasoning process in the mind and then "
+    "provides the user with the answer. The reasoning process is enclosed within <think> "
+    "</think> tags, and the final answer is put within \\boxed{}."
+)
+TEMPLATES = ("plain", "qwen_math_cot", "deepseek_math", "r1")
+
+
+def _messages(item: TaskItem, template: str) -> tuple[list[dict[str, str]], str]:
+    """(chat messages, text that opens the assistant turn)."""
+    if template == "qwen_math_cot":
+        return [{"role": "system", "content": BOXED}, {"role": "user", "content": item.prompt}], ""
+    if template == "deepseek_math":
+        return [{"role": "user", "content": f"{item.prompt}\n{BOXED}"}], ""
+    if template == "r1":
+        return [{"role": "system", "content": R1_SYSTEM},
+                {"role": "user", "content": item.prompt}], "<think>\n"
+    raise ValueError(f"unknown prompt template {template!r}; valid: {', '.join(TEMPLATES)}")
+
+
+def _text_format(item: TaskItem, template: str) -> str:
+    if template == "qwen_math_cot":
+        return (f"<|im_start|>system\n{BOXED}<|im_end|>\n<|im_start|>user\n{item.prompt}"
+                "<|im_end|>\n<|im_start|>assistant\n")
+    if template == "deepseek_math":
+        return f"User: {item.prompt}\n{BOXED}\n\nAssistant:"
+    return f"{R1_SYSTEM} User: {item.prompt} Assistant: <think>\n"
+
+
+def render_prompt(item: TaskItem, template: str, tokenizer: Any) -> str:
+    """The text fed to the model for ``item`` under ``template`` (see the module table)."""
+    if template == "plain":
+        return item.prompt
+    messages, opener = _messages(item, template)
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return text + opener
+    return _text_format(item, template)

@@ -1,0 +1,363 @@
+"""The run config: frozen sections composed into ``RunConfig``; defaults < YAML < CLI flags.
+
+Each section is documented by its attribute docstrings (they become ``agpo train --help``).
+Sizes that follow from others (sequences per step, mini-batches per epoch, ...) are properties,
+never fields. Validation raises UserError naming the flag and the fix, before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from agpo.algos.config import AlgoConfig
+from agpo.errors import UserError, at
+from agpo.rewards.config import RewardConfig
+from agpo.rollout.config import SamplingConfig
+
+
+# Advantage estimators defined on 0/1 scores only (overlong shaping would break them).
+BINARY_ONLY = ("reinforce", "psr", "nsr", "w_reinforce", "asym_grpo")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The policy (and, when the KL coefficient is > 0, a frozen copy as reference)."""
+
+    path: str = "testbed"
+    """A from_pretrained folder with its tokenizer; 'testbed' (the built-in testbed base model,
+    built and cached on first use); or 'tiny' (a random-init tiny Llama, character tokenizer)."""
+    dtype: Literal["fp32", "bf16"] = "fp32"
+    """Parameter dtype of policy and reference model."""
+    device: str = "auto"
+    """'auto' (cuda when available, else cpu), 'cpu', 'cuda', 'cuda:1', ..."""
+    lora_rank: int = 0
+    """> 0 trains LoRA adapters of this rank (needs peft) instead of every weight; the reference
+    model is then the base with adapters disabled, so no second copy is held."""
+    lora_alpha: float = 32.0
+    """LoRA scaling α (the update is scaled by α / rank)."""
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    """Module names that get LoRA adapters."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, about 30% more time)."""
+
+    def __post_init__(self) -> None:
+        if self.lora_rank < 0:
+            raise UserError("--model.lora-rank must be ≥ 0 (0 trains every weight)")
+        if self.lora_rank > 0:
+            try:
+                import peft  # noqa: F401
+            except ImportError:
+                raise UserError(
+                    "--model.lora-rank > 0 needs peft: pip install peft (or --model.lora-rank 0)"
+                ) from None
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Where training and evaluation problems come from."""
+
+    spec: str = "testbed_add"
+    """A registered task name (e.g. testbed_add, gsm8k) or a .jsonl/.json/.parquet file."""
+    split: str = "train"
+    """Split used for training."""
+    template: str = "plain"
+    """Prompt template: plain, qwen_math_cot, deepseek_math, r1 (chat templates via the tokenizer)."""
+    fields: str = ""
+    """For files of an unknown layout: 'prompt=question,gold=answer[,id=uid]'."""
+    limit: int = 0
+    """Use only the first N training problems (0: all)."""
+    eval_spec: str = ""
+    """Task for periodic evaluation ('' : the training task)."""
+    eval_split: str = "test"
+    """Held-out split for periodic evaluation."""
+    eval_limit: int = 64
+    """Problems in each periodic evaluation (0: all)."""
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW and the learning-rate schedule (one optimizer step per mini-batch)."""
+
+    lr: float = 1e-6
+    """Peak learning rate."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW β1, β2."""
+    eps: float = 1e-8
+    """AdamW ε."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay."""
+    warmup_steps: int = 0
+    """Optimizer steps of linear warm-up from 0 to --optim.lr."""
+    schedule: Literal["constant", "linear", "cosine"] = "constant"
+    """Decay after warm-up, to 0 at the last optimizer step (known only for --train.steps runs;
+    a token-budget run decays over --train.steps as an upper bound)."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0: no clipping)."""
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise UserError("--optim.lr must be > 0")
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise UserError("--optim.betas must be two numbers in [0, 1), e.g. 0.9 0.999")
+        if self.warmup_steps < 0 or self.grad_clip < 0 or self.weight_decay < 0:
+            raise UserError("--optim.warmup-steps, --optim.grad-clip, --optim.weight-decay must be ≥ 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Batch sizes, length of the run, seed, checkpoints."""
+
+    steps: int = 100
+    """RL steps (sample → update). With --train.token-budget, an upper bound."""
+    token_budget: int = 0
+    """Stop once this many tokens were generated (probe and discarded groups count); 0: off."""
+    prompts_per_step: int = 8
+    """B: prompts sampled per RL step."""
+    group_size: int = 8
+    """G: responses per prompt."""
+    epochs: int = 1
+    """Update epochs over each batch (PPO-style reuse; 1 is on-policy)."""
+    mini_batch_prompts: int = 0
+    """Prompts per optimizer step (0: the whole batch, one optimizer step per epoch)."""
+    micro_batch_size: int = 8
+    """Sequences per forward/backward (gradient accumulation; never changes the update)."""
+    seed: int = 0
+    """Seeds data order, sampling and initialisation."""
+    checkpoint_every: int = 50
+    """Checkpoint every N steps (and at the end); 0: only at the end."""
+    keep_checkpoints: int = 2
+    """Most recent checkpoints kept on disk (0: all)."""
+    recompute_old_logprobs: bool = False
+    """Re-score π_old with a forward pass even when the sampler's log-probs already are π_old
+    (one epoch, one mini-batch, fp32, scoring at the sampling temperature, no adaptive clip)."""
+    threads: int = 0
+    """torch intra-op CPU threads (0: torch's default; 1 is fastest for tiny models on a busy
+    machine)."""
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "prompts_per_step", "group_size", "epochs", "micro_batch_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--train.{name.replace('_', '-')} must be ≥ 1")
+        if self.group_size < 2:
+            raise UserError("--train.group-size must be ≥ 2: group methods compare responses")
+        if min(self.token_budget, self.checkpoint_every, self.keep_checkpoints, self.threads) < 0:
+            raise UserError(
+                "--train.token-budget, --train.checkpoint-every, --train.keep-checkpoints and "
+                "--train.threads must be ≥ 0"
+            )
+        if self.prompts_per_step % self.mini_prompts:
+            raise UserError(
+                f"--train.mini-batch-prompts {self.mini_batch_prompts} must divide "
+                f"--train.prompts-per-step {self.prompts_per_step}"
+            )
+
+    @property
+    def sequences_per_step(self) -> int:
+        """N = B·G."""
+        return self.prompts_per_step * self.group_size
+
+    @property
+    def mini_prompts(self) -> int:
+        """Prompts per optimizer step."""
+        return self.mini_batch_prompts or self.prompts_per_step
+
+    @property
+    def mini_batches_per_epoch(self) -> int:
+        return self.prompts_per_step // self.mini_prompts
+
+    @property
+    def on_policy(self) -> bool:
+        """One optimizer step per RL step: the batch is scored only by the policy that sampled it."""
+        return self.epochs == 1 and self.mini_batches_per_epoch == 1
+
+    @property
+    def optimizer_steps(self) -> int:
+        """Optimizer steps of a run of --train.steps RL steps (the LR schedule's horizon)."""
+        return self.steps * self.epochs * self.mini_batches_per_epoch
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Periodic pass@k on a held-out split during training."""
+
+    every: int = 0
+    """Evaluate every N steps (0: never)."""
+    n: int = 16
+    """Samples per problem (pass@k for k = 1, 2, 4, …, n)."""
+    temperature: float = 1.0
+    """Sampling temperature of the evaluation."""
+    top_p: float = 1.0
+    """Top-p of the evaluation (any value is fine here)."""
+
+    def __post_init__(self) -> None:
+        if self.every < 0 or self.n < 1 or self.temperature <= 0 or not 0 < self.top_p <= 1:
+            raise UserError("--eval.every ≥ 0, --eval.n ≥ 1, --eval.temperature > 0, --eval.top-p in (0, 1]")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """What the run directory records besides metrics.jsonl."""
+
+    tensorboard: bool = False
+    """Also write TensorBoard events (needs the tensorboard package)."""
+    samples_per_step: int = 2
+    """Prompt groups per step written to samples/step_N.jsonl (0: none)."""
+    progress: bool = True
+    """Show a progress bar (rich)."""
+    post_update_stats: bool = True
+    """After each update, re-score the batch (one no-grad forward) for AsymGRPO's log-prob
+    increment of positive samples and the policy drift (always on with --algo.adaptive-clip)."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One training run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    rollout: SamplingConfig = field(default_factory=SamplingConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    @property
+    def reuse_sampling_logprobs(self) -> bool:
+        """π_old = the sampler's log-probs (exact up to float rounding), saving a forward pass.
+
+        Only where they are the same quantity: one optimizer step per RL step, log-probs at the
+        sampling temperature, fp32 (in bf16 the cached and full forwards differ visibly), and
+        no adaptive clip (which needs π_old's entropy before the update).
+        """
+        return (self.train.on_policy and not self.train.recompute_old_logprobs
+                and self.model.dtype == "fp32" and not self.algo.adaptive_clip
+                and self.algo.adaptive.logprob_temperature == "sampling")
+
+    def __post_init__(self) -> None:
+        if self.rollout.top_p < 1.0 and not self.rollout.allow_top_p_in_training:
+            raise UserError(
+                f"--rollout.top-p {self.rollout.top_p}: training samples with top-p 1 so the "
+                "importance ratio compares the sampling distribution; set --rollout.top-p 1.0 "
+                "(or --rollout.allow-top-p-in-training True to accept the mismatch)"
+            )
+        if self.algo.overlong_cache > self.rollout.max_new_tokens:
+            raise UserError(
+                f"--algo.overlong-cache {self.algo.overlong_cache} exceeds --rollout.max-new-tokens "
+                f"{self.rollout.max_new_tokens}: lower the cache or raise the budget"
+            )
+        if self.algo.overlong_cache and self.algo.advantage in BINARY_ONLY:
+            raise UserError(
+                f"--algo.overlong-cache makes scores non-binary, which --algo.advantage "
+                f"{self.algo.advantage} rejects: set --algo.overlong-cache 0 or use grpo, dr_grpo, "
+                "rloo, agpo_asym or agpo_adaptive"
+            )
+        if self.log.tensorboard:
+            try:
+                import torch.utils.tensorboard  # noqa: F401
+            except ImportError:
+                raise UserError("--log.tensorboard True needs: pip install tensorboard") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# loading: defaults < YAML < flags
+
+
+def load_config(yaml_path: str | Path | None, argv: list[str]) -> RunConfig:
+    """Defaults, overridden by the YAML file (if any), overridden by ``--section.field`` flags."""
+    import tyro
+
+    base = from_yaml(yaml_path) if yaml_path else RunConfig()
+    try:
+        return tyro.cli(RunConfig, args=argv, default=base, prog="agpo train",
+                        description=CLI_DESCRIPTION)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+CLI_DESCRIPTION = (
+    "A training run. agpo train --config FILE --out DIR [flags] | agpo train --resume DIR "
+    "[flags]. Precedence: defaults < --config YAML < flags. --out must be empty or absent."
+)
+
+
+def from_yaml(path: str | Path) -> RunConfig:
+    """A RunConfig from a YAML file of overrides (``section: {field: value}``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--config {path}: no such file")
+    try:
+        node = yaml.compose(path.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML ({e})") from None
+    return _build(RunConfig, yaml.safe_load(path.read_text()) or {}, path, node, "")
+
+
+def _build(cls: type, data: Any, path: Path, node: Any, prefix: str) -> Any:
+    """Instantiate dataclass ``cls`` from a YAML mapping, naming file:line of a bad key."""
+    line = node.start_mark.line + 1 if node is not None else None
+    if not isinstance(data, dict):
+        raise at(path, line, f"{prefix or 'top level'}: expected a mapping")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        child = _child_node(node, key)
+        where = child.start_mark.line + 1 if child is not None else line
+        flag = f"{prefix}{key}"
+        if key not in names:
+            raise at(path, where, f"{flag}: unknown field; valid: {', '.join(sorted(names))}")
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind):
+            kwargs[key] = _build(kind, value, path, child, f"{flag}.")
+        else:
+            kwargs[key] = _coerce(kind, value, path, where, flag)
+    try:
+        return cls(**kwargs)
+    except (UserError, ValueError, TypeError) as e:
+        raise at(path, line, f"{prefix.rstrip('.') or 'config'}: {e}") from None
+
+
+def _child_node(node: Any, key: str) -> Any:
+    if node is None or not isinstance(node, yaml.MappingNode):
+        return None
+    return next((v for k, v in node.value if k.value == key), None)
+
+
+def _coerce(kind: Any, value: Any, path: Path, line: int | None, flag: str) -> Any:
+    """YAML lists become tuples; Literal values are checked; ints are accepted for floats."""
+    origin = typing.get_origin(kind)
+    if origin is tuple and isinstance(value, list):
+        return tuple(value)
+    if origin is Literal and value not in typing.get_args(kind):
+        raise at(path, line, f"{flag}: {value!r} is not one of {typing.get_args(kind)}")
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if origin in (typing.Union, types.UnionType) and isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A config as plain YAML-able data (tuples become lists)."""
+
+    def plain(x: Any) -> Any:
+        if isinstance(x, tuple | list):
+            return [plain(v) for v in x]
+        if isinstance(x, dict):
+            return {k: plain(v) for k, v in x.items()}
+        return x
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def save_yaml(cfg: RunConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,0 +1,168 @@
+"""The training loop: one RL step in the order of DESIGN.md, then logging and checkpoints.
+
+    sample B prompts × G (probe group first for AGPO-adaptive) → verify → shape + advantages →
+    old / reference log-probs → clip ε → update (epochs × mini-batches × micro-batches) →
+    post-update diagnostics → controllers commit once → metrics → checkpoint → periodic eval
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from agpo.algos.advantages import ADVANTAGES
+from agpo.algos.controllers import expand_groups, step_drift
+from agpo.algos.dapo import overlong_penalty
+from agpo.ops import masked_mean
+from agpo.rollout import score
+from agpo.train.config import RunConfig
+from agpo.train.metrics import Timer, group_metrics, progress_text, reduce_pairs, rollout_metrics, write_samples
+from agpo.train.setup import all_reduce_sum
+from agpo.train.state import Run
+from agpo.train.update import TrainBatch, update
+
+
+def train(cfg: RunConfig | None, out_dir: str | Path, resume: bool = False) -> Path:
+    """Train into ``out_dir`` (a new run, or with ``resume`` its last checkpoint onwards).
+
+    ``cfg`` may be None on resume (the run's config.yaml is used). Returns the run directory.
+    """
+    run = Run.start(cfg, Path(out_dir), resume)
+    try:
+        with _progress(run) as bar:
+            task = bar.add_task("train", total=run.cfg.train.steps, completed=run.step, info="")
+            while not run.finished():
+                metrics = rl_step(run)
+                run.step += 1
+                metrics.update(periodic_eval(run))
+                run.write_metrics(metrics)
+                every = run.cfg.train.checkpoint_every
+                if (every and run.step % every == 0) or run.finished():
+                    run.save()
+                bar.update(task, completed=run.step, info=progress_text(metrics))
+    finally:
+        run.close()
+    return run.dir
+
+
+def rl_step(run: Run) -> dict[str, float]:
+    """One RL step (sample → update); returns its metrics, reduced over processes."""
+    cfg, g, timer = run.cfg, run.cfg.train.group_size, Timer()
+    # 1. Sample B prompts × G and verify (probe group and dynamic sampling inside).
+    groups = run.sampler.collect(timer)
+    rollout, raw = groups.rollout, groups.scores  # [N, T], [B, G]
+    device = rollout.response_ids.device
+    lengths = rollout.response_mask.sum(-1).cpu()  # [N]; scores and advantages live on the CPU
+    # 2. DAPO overlong shaping, then the group advantages.
+    scores = raw + overlong_penalty(lengths, cfg.rollout.max_new_tokens, cfg.algo.overlong_cache).view_as(raw)
+    adv = ADVANTAGES.get(cfg.algo.advantage)(scores, cfg.algo.adv)  # [B, G]
+    advantages, keep = adv.advantages.flatten().to(device), adv.keep.flatten().to(device)  # [N]
+    loss_mask = rollout.response_mask * keep.unsqueeze(-1).to(rollout.response_mask.dtype)  # [N, T]
+    # 3. π_old and π_ref of the sampled tokens, on logits / τ (τ = each row's sampling temperature).
+    temps = rollout.temperatures if cfg.algo.adaptive.logprob_temperature == "sampling" else torch.ones_like(rollout.temperatures)
+    with timer("score"):
+        if cfg.reuse_sampling_logprobs:  # on-policy: the sampler's log-probs are π_old
+            old_logprobs, entropy = rollout.logprobs, None
+        else:
+            old_logprobs, entropy = score(run.policy, rollout, temps, cfg.train.micro_batch_size)
+        ref_logprobs = run.ref_logprobs(rollout, temps)
+    # 4. Clip range: fixed ε_low / ε_high, or AGPO-adaptive's ε per group (state of step start).
+    n = rollout.num_sequences
+    if cfg.algo.adaptive_clip:
+        group_entropy = masked_mean(entropy.view(-1, g * entropy.shape[1]),
+                                    rollout.response_mask.view(-1, g * entropy.shape[1]), dim=-1).cpu()  # [B]
+        eps = expand_groups(run.clip.epsilons(group_entropy, groups.probe, run.step_kl.value), g).to(device)
+        clip_low, clip_high = eps, eps
+    else:
+        clip_low = torch.full((n,), cfg.algo.clip_low, device=device)
+        clip_high = torch.full((n,), cfg.algo.clip_high, device=device)
+    # 5. The update.
+    batch = TrainBatch(rollout, temps, old_logprobs, ref_logprobs, advantages, loss_mask, clip_low, clip_high)
+    with timer("update"):
+        loss = update(run.policy, run.optimizer, batch, run.update_spec(), run.next_lr,
+                      run.generator if run.generator.device.type == "cpu" else None)
+    # 6. After the update: policy drift (KL̄_step's input) and AsymGRPO's positive log-prob increment.
+    pairs = {**rollout_metrics(rollout, entropy), **group_metrics(scores, raw)}
+    if cfg.algo.adaptive_clip or cfg.log.post_update_stats:
+        with timer("score"):
+            new_logprobs, _ = score(run.policy, rollout, temps, cfg.train.micro_batch_size)
+        drift = step_drift(old_logprobs, new_logprobs, rollout.response_mask, g)
+        run.step_kl.observe(all_reduce_sum(drift.reshape(1).cpu(), run.d) / run.d.world)
+        pos = rollout.response_mask * (advantages > 0).unsqueeze(-1)
+        delta = ((new_logprobs - old_logprobs) * pos).sum(-1) / pos.sum(-1).clamp_min(1)  # [N]
+        pairs["loss/pos_logprob_delta"] = torch.stack([delta.sum(), (pos.sum(-1) > 0).sum().float()])
+        pairs["ctrl/step_drift"] = torch.stack([drift.cpu(), torch.tensor(1.0)])
+    # 7. Controllers commit once per RL step, in global prompt order.
+    if cfg.algo.uses_probe:
+        run.temperature.update(run.gather(groups.probe.uncertainty))
+    if cfg.algo.adaptive_clip:
+        run.clip.update(run.gather(group_entropy))
+        run.step_kl.update()
+    # 8. Metrics (one reduction across processes), samples, token count.
+    pairs.update(_counts(groups, clip_low, run.d.world))
+    metrics = reduce_pairs(pairs, lambda x: all_reduce_sum(x, run.d))
+    if entropy is None:  # measured by the update's first forward instead
+        metrics["rollout/entropy"] = loss.pop("entropy", 0.0)
+    metrics.update({f"loss/{k}": v for k, v in loss.items()})
+    metrics.update({f"adv/{k}": float(v) for k, v in adv.stats.items()})
+    tokens = int(all_reduce_sum(torch.tensor([float(groups.tokens)]), run.d).item())
+    run.tokens_total += tokens
+    metrics.update(_controller_metrics(run))
+    metrics.update({"perf/tokens_step": tokens, "perf/tokens_total": run.tokens_total, **timer.metrics()})
+    if run.d.main and cfg.log.samples_per_step:
+        write_samples(run.dir / "samples" / f"step_{run.step + 1}.jsonl", groups.items, rollout,
+                      groups.results, advantages, cfg.log.samples_per_step)
+    return metrics
+
+
+def _counts(groups, clip_low: torch.Tensor, world: int) -> dict[str, torch.Tensor]:  # noqa: ANN001
+    """Totals over processes (weight 1/world each): probe tokens, dynamic-sampling rounds,
+    discarded and trained groups; and the mean clip ε over sequences."""
+    w = torch.tensor(1.0 / world)
+    total = lambda x: torch.stack([torch.tensor(float(x)), w])  # noqa: E731
+    return {
+        "rollout/probe_tokens": total(groups.probe_tokens),
+        "rollout/sampling_rounds": torch.stack([torch.tensor(float(groups.rounds)), torch.tensor(1.0)]),
+        "rollout/discarded_groups": total(groups.discarded),
+        "rollout/groups": total(groups.size),
+        "ctrl/clip_eps": torch.stack([clip_low.float().sum().cpu(), torch.tensor(float(clip_low.numel()))]),
+    }
+
+
+def _controller_metrics(run: Run) -> dict[str, float]:
+    out = {"ctrl/step_kl": run.step_kl.value}
+    if run.temperature.value is not None:
+        out["ctrl/u_baseline"] = run.temperature.value
+    if run.clip.value is not None:
+        out["ctrl/h_ref"] = run.clip.value
+    return out
+
+
+def periodic_eval(run: Run) -> dict[str, float]:
+    """pass@k on the held-out split every --eval.every steps (rank 0 samples; others wait)."""
+    cfg = run.cfg
+    if not cfg.eval.every or run.step % cfg.eval.every or run.eval_items is None:
+        return {}
+    from dataclasses import replace
+
+    from agpo.eval.runner import evaluate_items
+
+    result: dict[str, float] = {}
+    if run.d.main:
+        sampling = replace(cfg.rollout, temperature=cfg.eval.temperature, top_p=cfg.eval.top_p)
+        result = evaluate_items(run.policy, run.tokenizer, run.eval_items, cfg.eval.n, sampling,
+                                run.reward, None, template=cfg.task.template, seed=cfg.train.seed,
+                                progress=False)
+        run.write_eval(result)
+    run.barrier()
+    return {f"eval/{k}": float(v) for k, v in result.items() if isinstance(v, int | float)}
+
+
+def _progress(run: Run) -> Progress:
+    return Progress(
+        TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+        disable=not (run.cfg.log.progress and run.d.main),
+    )

@@ -1,0 +1,147 @@
+"""Per-step metrics: reduced once per step, written to metrics.jsonl (and TensorBoard), a few
+shown on the progress bar; sampled prompts and completions go to samples/step_N.jsonl."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from agpo.types import RewardResult, Rollout, TaskItem
+
+# Shown on the progress bar, in this order (short label, key).
+PROGRESS_KEYS = (
+    ("reward", "reward/mean"),
+    ("len", "rollout/response_len"),
+    ("H", "rollout/entropy"),
+    ("kl", "loss/approx_kl"),
+    ("τ", "ctrl/temperature"),
+    ("tok", "perf/tokens_total"),
+)
+
+
+class Timer:
+    """Wall time split by phase (sampling / verify / update / ...), summed within one step."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.start = time.perf_counter()
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
+
+    def metrics(self) -> dict[str, float]:
+        out = {f"perf/time_{k}": v for k, v in self.seconds.items()}
+        out["perf/time_step"] = time.perf_counter() - self.start
+        return out
+
+
+class MetricsLog:
+    """metrics.jsonl (one row per step) and optional TensorBoard events."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool, resume_step: int | None = None) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        if resume_step is not None:
+            self._truncate(resume_step)
+        self.tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def _truncate(self, step: int) -> None:
+        """Drop rows logged after the checkpoint we resume from (they will be redone)."""
+        if not self.path.is_file():
+            return
+        rows = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
+        keep = [ln for ln in rows if json.loads(ln)["step"] <= step]
+        self.path.write_text("".join(ln + "\n" for ln in keep))
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        if self.tb is not None:
+            for k, v in metrics.items():
+                self.tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def group_metrics(scores: torch.Tensor, raw: torch.Tensor) -> dict[str, torch.Tensor]:
+    """reward/ metrics as [sum, count] pairs (added across processes before dividing).
+
+    scores [B, G] (after shaping, what the advantages saw); raw [B, G] (the verifier's).
+    """
+    solved = (raw > 0).float().mean(-1)  # [B]
+    one = lambda x: torch.stack([x.sum().float(), torch.tensor(float(x.numel()))])  # noqa: E731
+    return {
+        "reward/mean": one(raw),
+        "reward/shaped_mean": one(scores),
+        "reward/all_solved_frac": one((solved == 1).float()),
+        "reward/none_solved_frac": one((solved == 0).float()),
+    }
+
+
+def rollout_metrics(rollout: Rollout, entropy: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """rollout/ metrics as [sum, count] pairs: length, truncation, token entropy, temperature."""
+    mask = rollout.response_mask.float()
+    lengths = mask.sum(-1)  # [N]
+    n = lengths.new_tensor(float(lengths.numel()))
+    out = {
+        "rollout/response_len": torch.stack([lengths.sum(), n]),
+        "rollout/truncated_frac": torch.stack([rollout.truncated.float().sum(), n]),
+        "rollout/temperature": torch.stack([rollout.temperatures.float().sum(), n]),
+    }
+    if entropy is not None:
+        out["rollout/entropy"] = torch.stack([(entropy * mask).sum(), mask.sum()])
+    return {k: v.detach().cpu() for k, v in out.items()}
+
+
+def reduce_pairs(pairs: dict[str, torch.Tensor], all_reduce) -> dict[str, float]:  # noqa: ANN001
+    """[sum, count] pairs → means; ``all_reduce`` sums a tensor across processes."""
+    keys = sorted(pairs)
+    if not keys:
+        return {}
+    total = all_reduce(torch.stack([pairs[k].float().cpu() for k in keys]))  # [K, 2]
+    return {k: float(s / c) if c > 0 else 0.0 for k, (s, c) in zip(keys, total.tolist(), strict=True)}
+
+
+def write_samples(
+    path: Path,
+    items: Sequence[TaskItem],
+    rollout: Rollout,
+    results: Sequence[RewardResult],
+    advantages: torch.Tensor,
+    groups: int,
+) -> None:
+    """The first ``groups`` prompt groups of the step: prompt, completion, score, advantage."""
+    if groups <= 0:
+        return
+    g = rollout.num_sequences // len(items)
+    adv = advantages.flatten().tolist()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for row in range(min(groups, len(items)) * g):
+            item, res = items[row // g], results[row]
+            f.write(json.dumps({
+                "id": item.id, "prompt": item.prompt, "gold": item.gold,
+                "completion": rollout.texts[row], "score": res.score, "parsed": res.parsed,
+                "failure": res.failure, "advantage": adv[row],
+                "truncated": bool(rollout.truncated[row]),
+            }) + "\n")
+
+
+def progress_text(metrics: dict[str, float]) -> str:
+    parts = [f"{label} {metrics[k]:.3g}" for label, k in PROGRESS_KEYS if k in metrics]
+    return " · ".join(parts)

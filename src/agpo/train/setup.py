@@ -1,0 +1,225 @@
+"""What a run needs before its first step: processes, models, data order, the run directory."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from agpo.errors import UserError
+from agpo.train.config import ModelConfig, RunConfig, TaskConfig
+from agpo.types import TaskItem
+
+
+# ---------------------------------------------------------------------------------------------
+# processes
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in a data-parallel run (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> Dist:
+    """Join the process group when launched by torchrun / accelerate (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist()
+    if not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size())
+
+
+def all_reduce(x: torch.Tensor, op: dist.ReduceOp.RedOpType = dist.ReduceOp.SUM) -> torch.Tensor:
+    """``x`` reduced over processes (a new tensor on x's device; x itself is left alone).
+
+    NCCL reduces CUDA tensors only, so under NCCL the values travel through this process's GPU.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    on_gpu = dist.get_backend() == "nccl"
+    y = x.detach().to(torch.device("cuda", torch.cuda.current_device()) if on_gpu else x.device).clone()
+    dist.all_reduce(y, op=op)
+    return y.to(x.device)
+
+
+def all_reduce_sum(values: torch.Tensor, d: Dist) -> torch.Tensor:
+    """Sum of ``values`` over processes (a copy; the input is left alone)."""
+    return all_reduce(values) if d.world > 1 else values
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+
+
+def resolve_device(spec: str) -> torch.device:
+    """'auto': this process's GPU (LOCAL_RANK under torchrun) when there is one, else the CPU."""
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
+    return torch.device(spec)
+
+
+def load_models(cfg: ModelConfig, need_ref: bool, seed: int, device: torch.device):  # noqa: ANN201
+    """(policy, tokenizer, reference or None). The reference is a frozen copy, or with LoRA the
+    policy itself with adapters disabled (``ref is policy``: the loop disables them)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = model_path(cfg, seed)
+    dtype = torch.bfloat16 if cfg.dtype == "bf16" else torch.float32
+    if path is None:
+        from agpo.testbed.tiny import char_tokenizer, tiny_llama
+
+        tokenizer = char_tokenizer()
+        policy = tiny_llama(len(tokenizer), seed=seed).to(dtype)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        policy = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    policy.to(device)
+    if cfg.gradient_checkpointing:
+        policy.gradient_checkpointing_enable()
+    if cfg.lora_rank > 0:
+        from peft import LoraConfig, get_peft_model
+
+        policy = get_peft_model(policy, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
+                                                   target_modules=list(cfg.lora_targets)))
+        return policy, tokenizer, (policy if need_ref else None)
+    ref = None
+    if need_ref:
+        ref = copy.deepcopy(policy).eval()
+        ref.requires_grad_(False)
+    return policy, tokenizer, ref
+
+
+def model_path(cfg: ModelConfig, seed: int) -> Path | None:
+    """The from_pretrained folder of --model.path (None for the random 'tiny' model)."""
+    if cfg.path == "tiny":
+        return None
+    if cfg.path == "testbed" or cfg.path.startswith("testbed:"):
+        from agpo.testbed.build import Recipe, build_base_model
+
+        task = cfg.path.partition(":")[2] or Recipe().task
+        return build_base_model(0, Recipe(task=task))
+    path = Path(cfg.path)
+    if not (path / "config.json").is_file():
+        raise UserError(
+            f"--model.path {cfg.path}: not a from_pretrained folder (no config.json); give a "
+            "model folder with its tokenizer, 'testbed' or 'tiny'"
+        )
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+def load_items(cfg: TaskConfig, split: str, limit: int, eval_task: bool = False) -> list[TaskItem]:
+    from agpo.tasks import load_task
+
+    spec = (cfg.eval_spec or cfg.spec) if eval_task else cfg.spec
+    items = load_task(spec, split, fields=cfg.fields or None, limit=limit or None)
+    if not items:
+        flag = "--task.eval-split" if eval_task else "--task.split"
+        raise UserError(f"--task.spec {spec} {flag} {split}: no problems")
+    return items
+
+
+class PromptStream:
+    """Training prompts in a seeded order, reshuffled every pass; the cursor is checkpointed.
+
+    Every process walks the same global order; process r of W takes rows [r·b, (r+1)·b) of each
+    global batch of W·b prompts, so the union over processes is the single-process batch.
+    """
+
+    def __init__(self, items: list[TaskItem], seed: int) -> None:
+        self.items, self.seed = items, seed
+        self.consumed = 0
+
+    def next(self, count: int) -> list[TaskItem]:
+        out = [self._at(self.consumed + i) for i in range(count)]
+        self.consumed += count
+        return out
+
+    def _at(self, i: int) -> TaskItem:
+        n = len(self.items)
+        epoch, pos = divmod(i, n)
+        if getattr(self, "_epoch", None) != epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._order, self._epoch = torch.randperm(n, generator=g).tolist(), epoch
+        return self.items[self._order[pos]]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"consumed": self.consumed, "seed": self.seed, "size": len(self.items)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.consumed = int(state["consumed"])
+
+
+# ---------------------------------------------------------------------------------------------
+# run directory
+
+
+def prepare_run_dir(out: Path, resume: bool) -> None:
+    if resume:
+        if not (out / "config.yaml").is_file():
+            raise UserError(f"--resume {out}: not a run directory (no config.yaml)")
+        return
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"--out {out}: directory is not empty; choose a new one or --resume {out}")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def write_env(out: Path, cfg: RunConfig, d: Dist, device: torch.device) -> None:
+    """env.json: versions and a hostname-free hardware summary, for provenance."""
+    import importlib.metadata as md
+
+    import agpo
+
+    def version(pkg: str) -> str | None:
+        try:
+            return md.version(pkg)
+        except md.PackageNotFoundError:
+            return None
+
+    env = {
+        "agpo": agpo.__version__,
+        "git_sha": _git_sha(),
+        "packages": {p: version(p) for p in ("torch", "transformers", "tokenizers", "safetensors",
+                                             "math-verify", "peft", "accelerate")},
+        "python": platform.python_version(),
+        "seed": cfg.train.seed,
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "cuda": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "world_size": d.world,
+    }
+    (out / "env.json").write_text(json.dumps(env, indent=1) + "\n")
+
+
+def _git_sha() -> str | None:
+    try:
+        res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return res.stdout.strip() or None if res.returncode == 0 else None

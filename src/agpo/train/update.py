@@ -1,0 +1,256 @@
+"""The policy update of one RL step: epochs × mini-batches × micro-batches.
+
+Each mini-batch is one optimizer step. Its loss is normalised by counts of the WHOLE mini-batch
+across micro-batches and processes (``LossNorm``, all-reduced), and gradients are summed across
+processes, so the update does not depend on the micro-batch size or the number of processes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from agpo.algos.aggregation import AGGREGATIONS, LossNorm
+from agpo.algos.kl import KL_ESTIMATORS
+from agpo.algos.objectives import OBJECTIVES
+from agpo.ops import entropy_from_logits, logprobs_from_logits, masked_mean
+from agpo.rollout.engine import response_logits, select
+from agpo.train.config import OptimConfig
+from agpo.train.setup import all_reduce
+from agpo.types import Rollout
+
+
+@dataclass
+class TrainBatch:
+    """What the update needs, one row per sequence (this process's rows).
+
+    rollout           prompt/response ids and masks [N, P] / [N, T]
+    temperatures      [N]     τ at which π_θ, π_old and π_ref are evaluated
+    old_logprobs      [N, T]  π_old of the sampled tokens
+    ref_logprobs      [N, T]  π_ref (None without a KL term)
+    advantages        [N]
+    loss_mask         [N, T]  response_mask × keep (PSR/NSR drop rows from loss and denominator)
+    clip_low, clip_high [N]   per-row ε (a group's ε repeated over its G rows)
+    """
+
+    rollout: Rollout
+    temperatures: torch.Tensor
+    old_logprobs: torch.Tensor
+    ref_logprobs: torch.Tensor | None
+    advantages: torch.Tensor
+    loss_mask: torch.Tensor
+    clip_low: torch.Tensor
+    clip_high: torch.Tensor
+
+
+@dataclass(frozen=True)
+class UpdateSpec:
+    """The loss and batching of the update (read from AlgoConfig / TrainConfig by the loop)."""
+
+    objective: str
+    aggregation: str
+    kl_estimator: str
+    kl_coef: float
+    entropy_coef: float
+    max_len: int
+    epochs: int
+    mini_batches: int
+    micro_batch_size: int
+    group_size: int
+    grad_clip: float
+    log_entropy: bool = False
+    """Measure π_old's token entropy in the first forward (when no separate scoring pass did)."""
+
+
+def lr_factor(opt_step: int, cfg: OptimConfig, total: int) -> float:
+    """Multiplier of --optim.lr at optimizer step ``opt_step`` (0-based): warm-up, then decay."""
+    if opt_step < cfg.warmup_steps:
+        return (opt_step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return 1.0
+    frac = min(1.0, (opt_step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+    return 1.0 - frac if cfg.schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
+def update(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: TrainBatch,
+    spec: UpdateSpec,
+    lr_at: Callable[[], float],
+    generator: torch.Generator | None = None,
+) -> dict[str, float]:
+    """Run the update epochs on ``batch``; return loss metrics reduced over micro-batches,
+    mini-batches and processes. ``lr_at()`` gives the LR of the next optimizer step (it advances
+    the schedule). Mini-batches are whole prompt groups, reshuffled each epoch.
+    """
+    model.train()
+    n_groups = batch.advantages.shape[0] // spec.group_size
+    stats = _Stats()
+    for _ in range(spec.epochs):
+        order = (torch.randperm(n_groups, generator=generator) if spec.mini_batches > 1
+                 else torch.arange(n_groups))
+        for groups in order.tensor_split(spec.mini_batches):  # exactly this many, even if empty
+            rows = (groups.unsqueeze(1) * spec.group_size + torch.arange(spec.group_size)).flatten()
+            _mini_batch_step(model, optimizer, batch, rows.sort().values, spec, lr_at(), stats)
+    return stats.reduce()
+
+
+def _mini_batch_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: TrainBatch,
+    rows: torch.Tensor,
+    spec: UpdateSpec,
+    lr: float,
+    stats: _Stats,
+) -> None:
+    """One optimizer step over ``rows`` (indices into the batch), micro-batched."""
+    rows = rows.to(batch.loss_mask.device)
+    norm = _global_norm(LossNorm.from_mask(batch.loss_mask[rows], spec.max_len))
+    if float(norm.tokens) == 0:  # nothing kept anywhere (e.g. all dropped): no step, no Adam drift
+        return
+    optimizer.zero_grad(set_to_none=True)
+    for mb in rows.split(spec.micro_batch_size):
+        _micro_batch_loss(model, batch, mb, spec, norm, stats).backward()
+    _all_reduce_grads(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    clip = spec.grad_clip if spec.grad_clip > 0 else math.inf
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.step()
+    stats.per_step("grad_norm", grad_norm.detach())
+    stats.per_step("lr", torch.tensor(lr))
+    stats.steps += 1
+
+
+def _micro_batch_loss(
+    model: torch.nn.Module,
+    batch: TrainBatch,
+    mb: torch.Tensor,
+    spec: UpdateSpec,
+    norm: LossNorm,
+    stats: _Stats,
+) -> torch.Tensor:
+    """Loss of micro-batch rows ``mb``: its share of the mini-batch loss (shares add up)."""
+    mask = batch.loss_mask[mb]  # [n, T]
+    rows = select(batch.rollout, mb)
+    logits = response_logits(model, rows.prompt_ids, rows.prompt_mask, rows.response_ids,
+                             rows.response_mask, batch.temperatures[mb])  # [n, T, V]
+    logprobs = logprobs_from_logits(logits, rows.response_ids) * rows.response_mask
+    if spec.entropy_coef != 0:
+        entropy = entropy_from_logits(logits)  # [n, T], differentiable for the bonus
+    elif spec.log_entropy and stats.steps == 0:
+        with torch.no_grad():
+            entropy = entropy_from_logits(logits)
+    else:
+        entropy = None
+    if entropy is not None and stats.steps == 0:
+        # Before the first optimizer step this is π_old's entropy (the rollout/entropy metric).
+        stats.token_mean("entropy", masked_mean(entropy, rows.response_mask), rows.response_mask.sum())
+    aggregate = AGGREGATIONS.get(spec.aggregation)
+    per_token, obj_stats = OBJECTIVES.get(spec.objective)(
+        logprobs, batch.old_logprobs[mb], batch.advantages[mb], mask,
+        batch.clip_low[mb], batch.clip_high[mb],
+    )
+    loss = aggregate(per_token, mask, norm)
+    stats.share("pg", loss)
+    if spec.kl_coef != 0 and batch.ref_logprobs is not None:
+        ref_kl = aggregate(KL_ESTIMATORS.get(spec.kl_estimator)(logprobs, batch.ref_logprobs[mb]), mask, norm)
+        stats.share("ref_kl", ref_kl)
+        loss = loss + spec.kl_coef * ref_kl
+    if spec.entropy_coef != 0:
+        bonus = aggregate(entropy, mask, norm)
+        stats.share("entropy_bonus", bonus)
+        loss = loss - spec.entropy_coef * bonus
+    stats.share("total", loss)
+    tokens = mask.sum()
+    for key, value in obj_stats.items():
+        if key.endswith("_max"):
+            stats.peak(key, value)
+        else:
+            stats.token_mean(key, value, tokens)
+    return loss
+
+
+class _Stats:
+    """Update metrics, reduced once at the end of the update (one all-reduce, one host sync).
+
+    token_mean: a micro-batch mean, weighted by its tokens. share: a micro-batch's share of its
+    mini-batch loss; shares add up over micro-batches and processes, then average over
+    optimizer steps. per_step: one value per optimizer step (identical on every process).
+    peak: a maximum.
+    """
+
+    def __init__(self) -> None:
+        self.weighted: dict[str, list[torch.Tensor]] = {}
+        self.shares: dict[str, torch.Tensor] = {}
+        self.steps_vals: dict[str, torch.Tensor] = {}
+        self.peaks: dict[str, torch.Tensor] = {}
+        self.steps = 0
+
+    def token_mean(self, key: str, value: torch.Tensor, tokens: torch.Tensor) -> None:
+        pair = torch.stack([value.detach().float() * tokens.float(), tokens.float()])
+        self.weighted[key] = self.weighted[key] + pair if key in self.weighted else pair
+
+    def share(self, key: str, value: torch.Tensor) -> None:
+        value = value.detach().float()
+        self.shares[key] = self.shares[key] + value if key in self.shares else value
+
+    def per_step(self, key: str, value: torch.Tensor) -> None:
+        value = value.detach().float().cpu()
+        self.steps_vals[key] = self.steps_vals[key] + value if key in self.steps_vals else value
+
+    def peak(self, key: str, value: torch.Tensor) -> None:
+        value = value.detach().float()
+        self.peaks[key] = torch.maximum(self.peaks[key], value) if key in self.peaks else value
+
+    def reduce(self) -> dict[str, float]:
+        wk, sk, pk = sorted(self.weighted), sorted(self.shares), sorted(self.peaks)
+        flat = torch.cat([torch.stack([self.weighted[k] for k in wk]).flatten() if wk else torch.zeros(0),
+                          torch.stack([self.shares[k] for k in sk]) if sk else torch.zeros(0)]).cpu()
+        peaks = torch.stack([self.peaks[k] for k in pk]).cpu() if pk else torch.zeros(0)
+        flat, peaks = all_reduce(flat), all_reduce(peaks, dist.ReduceOp.MAX)
+        vals = flat.tolist()
+        out = {k: vals[2 * i] / max(vals[2 * i + 1], 1e-12) for i, k in enumerate(wk)}
+        steps = max(self.steps, 1)
+        out.update({k: vals[2 * len(wk) + i] / steps for i, k in enumerate(sk)})
+        out.update({k: float(v) / steps for k, v in self.steps_vals.items()})
+        out.update({k: float(v) for k, v in zip(pk, peaks.tolist(), strict=True)})
+        return out
+
+
+def _world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _global_norm(norm: LossNorm) -> LossNorm:
+    """Sum the token and sequence counts over processes (one small all-reduce)."""
+    if _world() == 1:
+        return norm
+    counts = all_reduce(torch.stack([torch.as_tensor(norm.tokens).float(),
+                                     torch.as_tensor(norm.sequences).float()]))
+    return LossNorm(tokens=counts[0], sequences=counts[1], max_len=norm.max_len)
+
+
+def _all_reduce_grads(model: torch.nn.Module) -> None:
+    """Sum gradients over processes: each loss is already a share of the global loss.
+
+    A process whose share of the mini-batch was empty has no gradients: it sends zeros.
+    """
+    if _world() == 1:
+        return
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = all_reduce(torch.cat([p.grad.flatten() for p in params]))
+    offset = 0
+    for p in params:
+        p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
+        offset += p.numel()

@@ -1,0 +1,156 @@
+"""End-to-end eval of the conftest tiny model on a small fixture: outputs, resume, agreement."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+import agpo.eval.runner as runner
+from agpo.errors import UserError
+from agpo.eval.cli import evaluate
+from agpo.eval.passk_cli import main as passk_main
+from agpo.eval.runner import batches, evaluate_items
+from agpo.eval.samples import iter_rows
+from agpo.rewards import RewardConfig, build_reward
+from agpo.rollout import SamplingConfig
+from agpo.tasks import load_task, write_items
+from agpo.types import TaskItem
+
+# Small enough for 2 shared cores; batch 5 over 3×16 units makes batches straddle problems.
+# One-token answers, so the random tiny model repeats some of them within 16 samples.
+SETTINGS = dict(temperature=1.0, top_p=1.0, max_new_tokens=1, batch_size=5, workers=0,
+                progress=False)
+N = 16
+
+
+@pytest.fixture(scope="module")
+def task_file(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three problems whose golds are answers the random tiny model actually gives.
+
+    The golds do not change what is sampled (same prompts, same seeded batches), so a dry run
+    with placeholder golds shows which one-character answers the model will produce: p0 and p1
+    take their first alphanumeric answer as gold (solved at least once), p2 keeps an
+    impossible gold (never solved).
+    """
+    root = tmp_path_factory.mktemp("task")
+    items = [TaskItem(id=f"p{i}", prompt=f"{i}+{i}=", gold="never", meta={"verifier": "exact"})
+             for i in range(3)]
+    evaluate(tiny_model_dir, str(write_items(items, root / "dry.jsonl")), N, root / "dry",
+             **SETTINGS)
+    answers = {pid: [r["completion"] for r in iter_rows(root / "dry" / "samples.jsonl")
+                     if r["problem_id"] == pid and r["completion"].isalnum()]
+               for pid in ("p0", "p1")}
+    golds = {pid: a[0] for pid, a in answers.items()}
+    items = [TaskItem(id=it.id, prompt=it.prompt, gold=golds.get(it.id, "never"),
+                      meta=it.meta) for it in items]
+    return write_items(items, root / "t.jsonl")
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_model_dir: Path, task_file: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("full")
+    return out, evaluate(tiny_model_dir, str(task_file), N, out, **SETTINGS)
+
+
+def _rows(out: Path) -> list[dict]:
+    return sorted(iter_rows(out / "samples.jsonl"), key=lambda r: (r["problem_id"], r["sample"]))
+
+
+def test_outputs_and_rows(full_run) -> None:
+    out, result = full_run
+    for name in ("config.json", "env.json", "problems.jsonl", "samples.jsonl", "passk.json"):
+        assert (out / name).exists(), name
+    rows = _rows(out)
+    assert [(r["problem_id"], r["sample"]) for r in rows] == [
+        (f"p{i}", s) for i in range(3) for s in range(N)]
+    assert all(r["length"] == 1 and r["nll"] >= 0 for r in rows)
+    assert json.loads((out / "passk.json").read_text()) == result
+    assert [k for k in result if k.startswith("pass@")] == [
+        "pass@1", "pass@2", "pass@4", "pass@8", "pass@16"]
+    # p0 and p1 are solved at least once by construction, p2 never
+    assert result["coverage"] == pytest.approx(2 / 3)
+    assert 0 < result["pass@1"] < result["pass@16"] == pytest.approx(2 / 3)
+
+
+def test_passk_matches_hand_count(full_run) -> None:
+    out, result = full_run
+    rows = _rows(out)
+    # pass@k = mean over problems of 1 − C(n−c, k)/C(n, k), counted straight from the rows
+    for k in (1, 2, 4, 8, 16):
+        want = 0.0
+        for pid in ("p0", "p1", "p2"):
+            c = sum(r["correct"] for r in rows if r["problem_id"] == pid)
+            want += 1 - math.comb(N - c, k) / math.comb(N, k)
+        assert result[f"pass@{k}"] == pytest.approx(want / 3, abs=1e-12)
+    assert result["avg@n"] == pytest.approx(sum(r["correct"] for r in rows) / len(rows))
+    assert result["mean_length"] == pytest.approx(sum(r["length"] for r in rows) / len(rows))
+
+
+def test_agpo_passk_agrees_with_passk_json(full_run, capsys: pytest.CaptureFixture) -> None:
+    out, result = full_run
+    assert passk_main(["--in", str(out / "samples.jsonl"), "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    for key in ("pass@1", "pass@2", "pass@4", "pass@16", "avg@n", "coverage"):
+        assert table[key] == result[key], key
+
+
+def test_resume_after_kill_equals_uninterrupted(
+    full_run, tiny_model_dir: Path, task_file: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = {"n": 0}
+    real_sample = runner.sample
+
+    def dies_on_third_batch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_sample(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "sample", dies_on_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(tiny_model_dir, str(task_file), N, tmp_path, **SETTINGS)
+    monkeypatch.setattr(runner, "sample", real_sample)
+    # A kill in the middle of a write leaves a torn line and half of a batch.
+    samples = tmp_path / "samples.jsonl"
+    lines = samples.read_text().splitlines(keepends=True)
+    assert len(lines) == 10  # two batches of 5
+    samples.write_text("".join(lines[:7]) + lines[7][:20])
+
+    resumed = evaluate(tiny_model_dir, str(task_file), N, tmp_path, **SETTINGS)
+    full_out, full_result = full_run
+    assert _rows(tmp_path) == _rows(full_out)
+    assert resumed == full_result
+
+
+def test_resume_refuses_other_settings(full_run, tiny_model_dir: Path, task_file: Path) -> None:
+    out, _ = full_run
+    with pytest.raises(UserError, match=r"--temperature 1.0 → 0.5"):
+        evaluate(tiny_model_dir, str(task_file), N, out, **{**SETTINGS, "temperature": 0.5})
+
+
+def test_in_memory_eval_equals_file_eval(full_run, tiny_model_dir: Path, task_file: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    sampling = SamplingConfig(max_new_tokens=1, top_p=1.0, temperature=1.0, batch_size=5)
+    with build_reward(RewardConfig(verifier="exact", workers=0)) as rf:
+        got = evaluate_items(model, tok, load_task(str(task_file)), N, sampling, rf, None,
+                             progress=False)
+    _, want = full_run
+    assert got == {k: v for k, v in want.items() if k not in ("task", "model")}
+
+
+def test_batches_tile_the_grid() -> None:
+    # 3 problems × 4 samples in batches of 5: units 0–4, 5–9, 10–11
+    assert [(b, list(u)) for b, u in batches(3, 4, 5)] == [
+        (0, [0, 1, 2, 3, 4]), (1, [5, 6, 7, 8, 9]), (2, [10, 11])]
+
+
+def test_bad_model_dir_is_a_user_error(task_file: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="not a from_pretrained folder"):
+        evaluate(tmp_path / "nope", str(task_file), 2, tmp_path / "out", **SETTINGS)

@@ -1,0 +1,126 @@
+"""The HTML report: curves, tables, training curves, escaped model text; checked in Chromium."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agpo.errors import UserError
+from agpo.eval.bootstrap import bootstrap_ci, per_problem_passk
+from agpo.eval.report import build_report
+from agpo.eval.report_cli import main as report_main
+
+EVIL = "<script>alert('x')</script><img src=x onerror=alert(1)>"
+
+
+def _eval_dir(root: Path, name: str, cs: list[int], n: int = 8) -> Path:
+    """An eval folder as ``agpo eval`` writes it, problem j having cs[j] correct of n."""
+    d = root / name
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"task": "data/aime24.jsonl", "n": n}))
+    (d / "problems.jsonl").write_text("".join(
+        json.dumps({"id": f"p{j}", "prompt": f"problem {j} {EVIL}", "gold": "025"}) + "\n"
+        for j in range(len(cs))))
+    rows = [{"problem_id": f"p{j}", "sample": s, "completion": f"so {EVIL} \\boxed{{{s}}}",
+             "parsed": str(s % 3), "correct": s < c, "length": 5 + s, "nll": 0.5}
+            for j, c in enumerate(cs) for s in range(n)]
+    (d / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return d
+
+
+def _run_dir(root: Path) -> Path:
+    d = root / "run"
+    d.mkdir()
+    rows = [{"step": s, "reward/mean": s / 10, "rollout/entropy": 1 - s / 20,
+             "reward/all_solved_frac": s / 20, "ctrl/clip_eps": 0.2, "perf/time_step": 1.0}
+            for s in range(1, 11)]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return d
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("report")
+    base = _eval_dir(root, "base", [8, 4, 1, 0])
+    trained = _eval_dir(root, "trained", [8, 8, 0, 0])
+    return build_report([base, trained, _run_dir(root)], root / "report.html")
+
+
+def test_report_is_one_file_with_curves_tables_and_samples(report: Path) -> None:
+    text = report.read_text()
+    assert text.count("data:image/png;base64,") == 2  # one benchmark plot + one run plot
+    assert "<h2>aime24</h2>" in text and "<h2>run: run</h2>" in text
+    assert "<th>pass@1</th>" in text and "<th>pass@8</th>" in text
+    # base: pass@8 = mean(1, 1, 1, 0) = 0.75; trained: mean(1, 1, 0, 0) = 0.5
+    assert re.search(r"<th>base</th><td>4</td><td>8</td>(<td>.*?</td>){3}<td>0\.750 ", text)
+    assert re.search(r"<th>trained</th><td>4</td><td>8</td>(<td>.*?</td>){3}<td>0\.500 ", text)
+    assert "sample viewer" in text
+
+
+def test_model_text_is_escaped(report: Path) -> None:
+    text = report.read_text()
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in text
+    assert "<script>alert" not in text and "<img src=x" not in text
+    assert text.count("<script>") == 1  # only the report's own check script
+
+
+def test_bootstrap_interval_brackets_the_mean() -> None:
+    # 4 problems, n=8: pass@1 per problem = c/8 = 1, 0.5, 0.125, 0 → mean 0.40625
+    values = per_problem_passk([8] * 4, [8, 4, 1, 0], [1])
+    assert values[:, 0].tolist() == [1.0, 0.5, 0.125, 0.0]
+    low, high = bootstrap_ci(values)
+    assert low[0] < 0.40625 < high[0]
+    # identical problems leave nothing to resample: the interval collapses to the value
+    low, high = bootstrap_ci(per_problem_passk([8] * 5, [2] * 5, [1, 2]))
+    assert np.allclose(low, [0.25, 1 - 15 / 28]) and np.allclose(high, low)
+
+
+@settings(deadline=None, derandomize=True, max_examples=25)
+@given(st.lists(st.integers(0, 16), min_size=1, max_size=12))
+def test_bootstrap_bounds_are_ordered_and_in_range(cs: list[int]) -> None:
+    values = per_problem_passk([16] * len(cs), cs, [1, 4, 16])
+    low, high = bootstrap_ci(values, reps=200)
+    mean = values.mean(axis=0)
+    assert np.all(low <= mean + 1e-12) and np.all(mean <= high + 1e-12)
+    assert np.all(low >= 0) and np.all(high <= 1)
+
+
+def test_cli_and_bad_dirs(report: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "r.html"
+    assert report_main([str(report.parent / "base"), "--out", str(out)]) == 0
+    assert out.exists() and "wrote" in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="neither an eval directory"):
+        build_report([tmp_path / "empty"], out)
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="chromium not installed (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(report: Path) -> None:
+    with tempfile.TemporaryDirectory() as profile:
+        dom = subprocess.run(
+            [_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
+             "--disable-background-networking", "--disable-component-update", "--no-first-run",
+             f"--user-data-dir={profile}", "--virtual-time-budget=5000", "--dump-dom",
+             report.resolve().as_uri()],
+            capture_output=True, text=True, timeout=120, check=True,
+        ).stdout
+    body = re.search(r"<body[^>]*>", dom)
+    assert body is not None, dom[:500]
+    attrs = dict(re.findall(r'(data-[a-z-]+)="(\d+)"', body.group(0)))
+    # the page's own load handler counted: every image decoded, no script error, no injected
+    # script from model text
+    assert attrs == {"data-images": "2", "data-images-ok": "2", "data-errors": "0",
+                     "data-scripts": "1"}

@@ -1,0 +1,32 @@
+"""Every shipped relevance preset loads (and the demo preset is the measured default)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agpo.apps.relevance.cli import load_preset
+from agpo.apps.relevance.demo import DemoConfig
+from agpo.errors import UserError
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def test_demo_preset_is_the_default() -> None:
+    assert load_preset(DemoConfig, CONFIGS / "relevance_demo.yaml") == DemoConfig()
+
+
+def test_teacher_preset_loads_in_the_trainer() -> None:
+    from agpo.train.config import load_config
+
+    cfg = load_config(CONFIGS / "relevance_teacher.yaml", [])
+    assert (cfg.reward.verifier, cfg.algo.advantage) == ("label", "agpo_asym")
+    assert cfg.reward.labels == ("E", "S", "C", "I")
+
+
+def test_unknown_preset_key_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rl: {stepz: 3}\n")
+    with pytest.raises(UserError, match=r"bad.yaml: rl.stepz: unknown field"):
+        load_preset(DemoConfig, bad)

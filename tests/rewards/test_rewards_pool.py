@@ -1,0 +1,105 @@
+"""Worker pool: hang and crash recovery, deadlines from threads, reuse across batches."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from agpo.rewards import RewardConfig, RewardFn, build_reward
+from agpo.rewards.pool import WorkerPool
+from agpo.types import TaskItem
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[WorkerPool]:
+    p = WorkerPool(workers=2, timeout_s=1.0, grace_s=0.3)
+    yield p
+    p.close()
+
+
+def test_hung_worker_is_killed_and_replaced(pool: WorkerPool) -> None:
+    # selftest_sleep blocks SIGALRM and sleeps in C: only the parent's SIGKILL ends it.
+    restarts = pool.restarts
+    verdicts = pool.run([("selftest_sleep", ("60",)), ("math", ("2", "1+1"))])
+    assert verdicts == [(0.0, "timeout"), (1.0, None)]
+    assert pool.restarts == restarts + 1
+    assert pool.run([("math", ("3", "3"))]) == [(1.0, None)]  # the replacement works
+
+
+def test_crashed_worker_is_replaced(pool: WorkerPool) -> None:
+    restarts = pool.restarts
+    verdicts = pool.run([("selftest_exit", ("3",)), ("math", ("\\frac{1}{2}", "0.5"))])
+    assert verdicts == [(0.0, "worker_crash"), (1.0, None)]
+    assert pool.restarts == restarts + 1
+    assert pool.run([("math", ("4", "5"))]) == [(0.0, "wrong")]
+
+
+def test_more_jobs_than_workers_keep_their_order(pool: WorkerPool) -> None:
+    jobs = [("math", (str(n), f"{n // 2} + {n - n // 2}")) for n in range(10)]
+    jobs[3] = ("math", ("3", "4"))
+    expected = [(1.0, None)] * 10
+    expected[3] = (0.0, "wrong")
+    assert pool.run(jobs) == expected
+
+
+def test_close_then_reuse_restarts_workers(pool: WorkerPool) -> None:
+    pool.close()
+    assert pool.run([("math", ("7", "7.0"))]) == [(1.0, None)]
+
+
+def test_verification_from_a_thread_keeps_its_deadline() -> None:
+    # workers=0 means "in the calling thread" — impossible off the main thread (signal.alarm),
+    # so the call must go to a worker process and the hostile item must time out there.
+    cfg = RewardConfig(verifier="math", workers=0, timeout_s=1.0, cache_size=0)
+    out: dict[str, object] = {}
+    with build_reward(cfg) as reward:
+
+        def target() -> None:
+            out["results"] = reward.batch(
+                [TaskItem("a", "", "5"), TaskItem("b", "", "\\frac{1}{2}")],
+                ["\\boxed{2^{2^{2^{100}}}}", "\\boxed{\\frac{2}{4}}"],
+            )
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        thread.join()
+        results = out["results"]
+        assert [(r.score, r.failure) for r in results] == [(0.0, "timeout"), (1.0, None)]
+        assert reward._pool is not None  # a worker process did the work
+
+
+def test_workers_zero_in_the_main_thread_runs_in_process() -> None:
+    cfg = RewardConfig(verifier="math", workers=0, timeout_s=5.0)
+    with build_reward(cfg) as reward:
+        assert reward(TaskItem("a", "", "\\frac{1}{2}"), "\\boxed{0.5}").score == 1.0
+        assert reward._pool is None
+
+
+def test_many_threads_share_one_reward_fn(math_reward: RewardFn) -> None:
+    results: list[float] = []
+    lock = threading.Lock()
+
+    def target(n: int) -> None:
+        r = math_reward(TaskItem(str(n), "", f"\\frac{{{n}}}{{7}}"), f"\\boxed{{{n}/7}}")
+        with lock:
+            results.append(r.score)
+
+    threads = [threading.Thread(target=target, args=(n,)) for n in range(1, 7)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [1.0] * 6
+
+
+def test_worker_module_does_not_import_torch() -> None:
+    # Workers are fresh interpreters; dragging torch in would cost seconds and memory per worker.
+    code = "import sys, agpo.rewards.worker; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,87 @@
+"""Rollout engine: sampling log-probs equal re-scoring, EOS handling, left padding, top-p."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agpo.errors import UserError
+from agpo.rollout import SamplingConfig, concat, sample, score, select
+
+PROMPTS = ["12+34=", "7=", "abc+defgh=", "0"]
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_sampling_logprobs_equal_rescoring_at_each_rows_temperature(tiny_model, tiny_tokenizer):
+    temps = torch.tensor([0.5, 1.0, 1.5, 0.8] * 2)
+    r = sample(tiny_model, tiny_tokenizer, PROMPTS * 2, temps, SamplingConfig(max_new_tokens=12), _gen())
+    logprobs, entropy = score(tiny_model, r, r.temperatures, micro_batch=3)
+    assert torch.allclose(logprobs, r.logprobs, atol=1e-5)
+    # A different temperature is a different distribution: the ratio would not be 1.
+    other, _ = score(tiny_model, r, torch.ones(8), micro_batch=8)
+    assert not torch.allclose(other, r.logprobs, atol=1e-3)
+    assert (entropy[r.response_mask == 0] == 0).all() and (entropy[r.response_mask == 1] > 0).all()
+
+
+def test_rows_stop_at_their_first_eos_which_is_kept_in_the_mask(tiny_model, tiny_tokenizer):
+    # Make frequent characters end a response so that both outcomes occur within 10 tokens.
+    stops = [tiny_tokenizer.eos_token_id] + tiny_tokenizer.convert_tokens_to_ids(list("0123456789abc"))
+    tiny_model.generation_config.eos_token_id = stops
+    r = sample(tiny_model, tiny_tokenizer, PROMPTS * 8, torch.ones(32), SamplingConfig(max_new_tokens=10), _gen(1))
+    lengths = r.response_mask.sum(-1)
+    assert r.truncated.any() and (~r.truncated).any()
+    for row, mask, n, cut in zip(r.response_ids, r.response_mask, lengths, r.truncated):
+        assert mask[:n].all() and not mask[n:].any()  # a prefix
+        is_stop = torch.isin(row[:n], torch.tensor(stops))
+        if cut:
+            assert n == 10 and not is_stop.any()
+        else:
+            assert is_stop[-1] and not is_stop[:-1].any()
+        assert (row[n:] == tiny_tokenizer.pad_token_id).all()
+    assert r.num_generated_tokens == int(lengths.sum())
+
+
+def test_left_padding_does_not_change_a_rows_distribution(tiny_model, tiny_tokenizer):
+    r = sample(tiny_model, tiny_tokenizer, PROMPTS, torch.ones(4), SamplingConfig(max_new_tokens=8), _gen())
+    assert tiny_tokenizer.padding_side == "left"
+    batched, _ = score(tiny_model, r, r.temperatures, micro_batch=4)
+    for i, prompt in enumerate(PROMPTS):
+        alone = select(r, [i])
+        p = int(alone.prompt_mask.sum())  # strip this row's padding
+        alone.prompt_ids, alone.prompt_mask = alone.prompt_ids[:, -p:], alone.prompt_mask[:, -p:]
+        lp, _ = score(tiny_model, alone, alone.temperatures, micro_batch=1)
+        assert torch.allclose(lp, batched[i : i + 1], atol=1e-5), prompt
+
+
+def test_same_generator_seed_same_rollout_and_texts_skip_special_tokens(tiny_model, tiny_tokenizer):
+    cfg = SamplingConfig(max_new_tokens=6)
+    a = sample(tiny_model, tiny_tokenizer, PROMPTS, torch.ones(4), cfg, _gen(3))
+    b = sample(tiny_model, tiny_tokenizer, PROMPTS, torch.ones(4), cfg, _gen(3))
+    assert torch.equal(a.response_ids, b.response_ids) and a.texts == b.texts
+    for text in a.texts:
+        assert "<pad>" not in text and "</s>" not in text
+
+
+def test_tiny_top_p_is_greedy_and_decode_batches_concatenate(tiny_model, tiny_tokenizer):
+    greedy = SamplingConfig(max_new_tokens=6, top_p=1e-6)
+    whole = sample(tiny_model, tiny_tokenizer, PROMPTS, torch.ones(4), greedy, _gen(0))
+    chunked = sample(tiny_model, tiny_tokenizer, PROMPTS, torch.ones(4),
+                     SamplingConfig(max_new_tokens=6, top_p=1e-6, batch_size=3), _gen(1))
+    assert whole.texts == chunked.texts
+    lp, _ = score(tiny_model, chunked, chunked.temperatures, micro_batch=2)
+    assert torch.allclose(lp, chunked.logprobs, atol=1e-5)
+    both = concat([whole, chunked], tiny_tokenizer.pad_token_id)
+    assert both.num_sequences == 8 and both.texts[:4] == both.texts[4:]
+
+
+@pytest.mark.parametrize(
+    "kwargs, flag",
+    [({"max_new_tokens": 0}, "--rollout.max-new-tokens"), ({"top_p": 0.0}, "--rollout.top-p"),
+     ({"temperature": 0.0}, "--rollout.temperature"), ({"batch_size": 0}, "--rollout.batch-size")],
+)
+def test_bad_sampling_config_names_the_flag(kwargs, flag):
+    with pytest.raises(UserError, match=flag):
+        SamplingConfig(**kwargs)

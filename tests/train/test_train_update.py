@@ -1,0 +1,122 @@
+"""The update does not depend on micro-batching or on the number of processes (fixed batch)."""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from agpo.rollout import SamplingConfig, sample, score, select
+from agpo.train.config import OptimConfig
+from agpo.train.update import TrainBatch, UpdateSpec, lr_factor, update
+
+B, G = 4, 4
+
+
+def _batch(model, tokenizer, seed: int = 0) -> TrainBatch:
+    """A fixed rollout of B prompts × G with varied lengths, advantages and a dropped row."""
+    g = torch.Generator().manual_seed(seed)
+    prompts = [p for p in ["1+2=", "33+4=", "5=", "777+1="] for _ in range(G)]
+    r = sample(model, tokenizer, prompts, torch.full((B * G,), 1.3), SamplingConfig(max_new_tokens=6), g)
+    old, _ = score(model, r, r.temperatures, micro_batch=16)
+    ref = old + 0.05 * torch.randn(old.shape, generator=g)
+    keep = torch.ones(B * G)
+    keep[3] = 0  # a PSR/NSR-style dropped response leaves loss and denominator
+    return TrainBatch(
+        rollout=r, temperatures=r.temperatures, old_logprobs=old.detach(), ref_logprobs=ref,
+        advantages=torch.randn(B * G, generator=g), loss_mask=r.response_mask * keep.long().unsqueeze(-1),
+        clip_low=torch.full((B * G,), 0.2), clip_high=torch.full((B * G,), 0.28),
+    )
+
+
+def _spec(micro: int, aggregation: str = "token_mean", epochs: int = 2) -> UpdateSpec:
+    return UpdateSpec(objective="ppo_clip", aggregation=aggregation, kl_estimator="k3", kl_coef=0.1,
+                      entropy_coef=0.01, max_len=6, epochs=epochs, mini_batches=1,
+                      micro_batch_size=micro, group_size=G, grad_clip=0.0)
+
+
+def _run(model, batch, spec) -> dict[str, torch.Tensor]:
+    model = copy.deepcopy(model)
+    # SGD compares gradients directly; Adam's g/|g| would amplify float noise in tiny entries.
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    update(model, opt, batch, spec, lambda: 0.5)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _close(a: dict, b: dict, atol: float = 1e-6) -> bool:
+    return all(torch.allclose(a[k], b[k], atol=atol, rtol=1e-5) for k in a)
+
+
+@pytest.mark.parametrize("aggregation", ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "constant"])
+def test_micro_batch_1x16_equals_16x1(tiny_model, tiny_tokenizer, aggregation):
+    batch = _batch(tiny_model, tiny_tokenizer)
+    whole = _run(tiny_model, batch, _spec(16, aggregation))
+    pieces = _run(tiny_model, batch, _spec(1, aggregation))
+    assert _close(whole, pieces)
+    assert not _close(whole, dict(tiny_model.state_dict()))  # the update did move the weights
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, path: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        saved = torch.load(path, weights_only=False)  # a file this test wrote a moment ago
+        model, batch = saved["model"], saved["batch"]
+        rows = torch.arange(rank * B * G // world, (rank + 1) * B * G // world)  # this process's groups
+        local = TrainBatch(select(batch.rollout, rows), *(getattr(batch, f)[rows] for f in (
+            "temperatures", "old_logprobs", "ref_logprobs", "advantages", "loss_mask", "clip_low", "clip_high")))
+        state = _run(model, local, _spec(3))
+        if rank == 0:
+            torch.save(state, path + ".out")
+        dist.barrier()  # neither side may close its gloo connection while the other still uses it
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_equal_one(tiny_model, tiny_tokenizer, tmp_path):
+    batch = _batch(tiny_model, tiny_tokenizer, seed=1)
+    single = _run(tiny_model, batch, _spec(16))
+    path = str(tmp_path / "shared.pt")
+    torch.save({"model": tiny_model, "batch": batch}, path)
+    mp.start_processes(_worker, args=(2, _free_port(), path), nprocs=2, join=True, start_method="spawn")
+    assert _close(single, torch.load(path + ".out"))
+
+
+def test_lr_schedule_warmup_then_decay():
+    cfg = OptimConfig(lr=1.0, warmup_steps=2, schedule="linear")
+    # warm-up (k+1)/2: 0.5, 1.0; then linear from 1 to 0 over the remaining 10 − 2 = 8 steps.
+    assert [lr_factor(k, cfg, 10) for k in (0, 1, 2, 6, 10)] == [0.5, 1.0, 1.0, 0.5, 0.0]
+    cos = OptimConfig(lr=1.0, schedule="cosine")
+    assert lr_factor(5, cos, 10) == pytest.approx(0.5)  # half-way: (1 + cos(π/2)) / 2
+
+
+def _train_worker(rank: int, world: int, port: int, argv: list[str]) -> None:
+    # What torchrun sets for each process.
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
+    from agpo.train.cli import main
+
+    assert main(argv) == 0
+
+
+def test_the_train_command_runs_data_parallel_on_two_processes(base_flags, read_metrics, tmp_path):
+    out = tmp_path / "run"
+    argv = ["--out", str(out), *base_flags, "--train.steps", "2", "--train.micro-batch-size", "4"]
+    mp.start_processes(_train_worker, args=(2, _free_port(), argv), nprocs=2, join=True,
+                       start_method="spawn")
+    rows = read_metrics(out)
+    assert [r["step"] for r in rows] == [1, 2]  # one metrics row per step, written by rank 0
+    assert all(r["rollout/groups"] == 8 and r["perf/tokens_step"] == 64 for r in rows)  # 4 + 4 prompts
+    assert (out / "checkpoints" / "step_2" / "rng_rank1.safetensors").is_file()
