@@ -7,22 +7,27 @@ PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.13.0
 STAMP := $(VENV)/.agpo-installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install verl-env clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_PIN)
-	$(PY) -m pip install --quiet -e ".[test]" $(TORCH_PIN)
+	$(PY) -m pip install --quiet -e ".[test,trl,peft]" $(TORCH_PIN)
 	touch $(STAMP)
 
 install: $(STAMP)
 
 test: $(STAMP)
+	scripts/ensure_chromium.sh
 	$(PY) -m pytest -q --durations=15 -p no:cacheprovider
 
 demo: $(STAMP)
 	$(VENV)/bin/agpo demo
 
+# The separate environment for verl (it pins transformers<5.11); the verl tests build it too.
+verl-env:
+	scripts/verl_env.sh
+
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) .venv-verl build *.egg-info src/*.egg-info

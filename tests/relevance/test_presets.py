@@ -14,7 +14,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def test_demo_preset_is_the_default() -> None:
-    assert load_preset(DemoConfig, CONFIGS / "relevance_demo.yaml") == DemoConfig()
+    assert load_preset(DemoConfig, CONFIGS / "apps" / "relevance_demo.yaml") == DemoConfig()
 
 
 def test_teacher_preset_loads_in_the_trainer() -> None:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import transformers
@@ -27,6 +28,9 @@ from agpo.errors import UserError
 from agpo.testbed import tasks
 from agpo.testbed.build import Recipe, build_base_model
 from agpo.testbed.check import pass_at_k
+
+if TYPE_CHECKING:  # the trainer is imported when training starts: `agpo demo --help` stays quick
+    from agpo.train.config import RunConfig
 
 TASK = "testbed_add"
 TOKENS_PER_RESPONSE = 5  # marker + 3 digits + EOS: every testbed response has this length
@@ -59,6 +63,7 @@ def _methods() -> dict[str, Method]:
         # Clip-higher changes the objective only where the ratio leaves 1, so it gets 4 epochs
         # (with one on-policy update the ratio is exactly 1 and ε_high would do nothing).
         "grpo_clip_higher": Method("GRPO+clip-higher", AlgoConfig(clip_high=0.28), epochs=4),
+        "grpo_4_epochs": Method("GRPO, 4 epochs", AlgoConfig(), epochs=4),  # clip-higher's control
         # AsymGRPO's entropy claim, one channel at a time (β = 0.5 on both sides is GRPO).
         "asym_pos_only": Method("AsymGRPO β+ 0.9/β− 0.5", _asym(0.9, 0.5)),
         "asym_neg_only": Method("AsymGRPO β+ 0.5/β− 0.75", _asym(0.5, 0.75)),
@@ -121,7 +126,7 @@ class DemoConfig:
 # --------------------------------------------------------------------------- stages
 
 
-def run_config(base: Path, method: Method, cfg: DemoConfig):  # noqa: ANN201 — RunConfig
+def run_config(base: Path, method: Method, cfg: DemoConfig) -> RunConfig:
     """The RunConfig of one method's RL run on the testbed (budget in tokens, not steps)."""
     from agpo.rewards.config import RewardConfig
     from agpo.rollout.config import SamplingConfig

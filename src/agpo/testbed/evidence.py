@@ -31,7 +31,7 @@ from agpo.testbed.demo import (
 # The methods the claims need come first, so a partial run already tests them.
 EVIDENCE_METHODS = (
     "grpo", "agpo_asym", "agpo_adaptive", "asym_pos_only", "asym_neg_only", "asym_grpo",
-    "w_reinforce", "dr_grpo", "rloo", "psr", "nsr", "grpo_clip_higher",
+    "w_reinforce", "dr_grpo", "rloo", "psr", "nsr", "grpo_clip_higher", "grpo_4_epochs",
 )
 
 

@@ -69,7 +69,7 @@ class TrainArgs(DataArgs):
     """tiny only: more text for the word vocabulary (the pool you will annotate)."""
     template: str = TEMPLATE
     """Prompt template over {query} {title} {description} {bullets} {brand} {color}."""
-    warm: WarmStartConfig = field(default_factory=lambda: WarmStartConfig(steps=500))
+    warm: WarmStartConfig = field(default_factory=WarmStartConfig)
     rl: TeacherRLConfig = field(default_factory=TeacherRLConfig)
 
 
@@ -235,7 +235,9 @@ def _demo(cfg: Any) -> int:
 
     from agpo.apps.relevance.demo import run_demo
 
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    # The tiny models gain nothing from more threads, and on a shared machine extra threads
+    # only spin; one thread is also what the measured numbers used.
+    torch.set_num_threads(1)
     results = run_demo(cfg)
     print((Path(cfg.out) / "table.md").read_text())
     print(f"results: {Path(cfg.out) / 'results.json'}, plots: {Path(cfg.out) / 'plots'}")

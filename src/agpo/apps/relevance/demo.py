@@ -54,8 +54,8 @@ class DemoConfig:
     out: Path = Path("runs/relevance_demo")
     """Output folder (world/, teachers/, annotations/, table.md, results.json, plots/)."""
     world: WorldConfig = field(default_factory=WorldConfig)
-    warm: WarmStartConfig = field(default_factory=lambda: WarmStartConfig(steps=500))
-    rl: TeacherRLConfig = field(default_factory=lambda: TeacherRLConfig(steps=80))
+    warm: WarmStartConfig = field(default_factory=WarmStartConfig)
+    rl: TeacherRLConfig = field(default_factory=TeacherRLConfig)
     annotate: AnnotateConfig = field(default_factory=AnnotateConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
     min_confidence: float = 0.0
