@@ -8,11 +8,7 @@ rerun with the same flags resumes where it stopped), passk.json (the metrics) an
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata as md
 import json
-import os
-import platform
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +18,7 @@ import torch
 from agpo.errors import UserError
 from agpo.eval.runner import Timing, evaluate_items, write_json
 from agpo.eval.samples import SAMPLES
+from agpo.io import env_info, resolve_device
 from agpo.tasks import TEMPLATES, load_task, write_items
 from agpo.types import TaskItem
 
@@ -98,9 +95,9 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
         raise UserError(f"--task {cfg.task}: no problems")
     _prepare_out(cfg)
     write_items(items, cfg.out / "problems.jsonl")
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     model, tokenizer = _load_model(cfg.model, device)
-    _write_env(cfg, device)
+    write_json(cfg.out / "env.json", env_info(device, seed=cfg.seed))
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, top_p=cfg.top_p,
                               temperature=cfg.temperature, batch_size=cfg.batch_size)
     timing = Timing()
@@ -144,12 +141,6 @@ def _config_dict(cfg: EvalConfig) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
 
 
-def _device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
-
-
 def _load_model(model_dir: str, device: torch.device) -> tuple[torch.nn.Module, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -158,39 +149,6 @@ def _load_model(model_dir: str, device: torch.device) -> tuple[torch.nn.Module, 
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
     return model.eval(), AutoTokenizer.from_pretrained(model_dir)
-
-
-def _write_env(cfg: EvalConfig, device: torch.device) -> None:
-    import agpo
-
-    def version(pkg: str) -> str | None:
-        try:
-            return md.version(pkg)
-        except md.PackageNotFoundError:
-            return None
-
-    env = {
-        "agpo": agpo.__version__,
-        "git_sha": _git_sha(),
-        "packages": {p: version(p) for p in ("torch", "transformers", "tokenizers", "math-verify")},
-        "python": platform.python_version(),
-        "seed": cfg.seed,
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-        "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-    }
-    write_json(cfg.out / "env.json", env)
-
-
-def _git_sha() -> str | None:
-    try:
-        res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, cwd=Path(__file__).parent)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return (res.stdout.strip() or None) if res.returncode == 0 else None
 
 
 def main(argv: list[str]) -> int:

@@ -20,6 +20,7 @@ import tyro
 
 from agpo.errors import at
 from agpo.eval.passk import avg_at_n, coverage, pass_at_k_curve, report_ks
+from agpo.io import iter_jsonl
 
 
 @dataclass(frozen=True)
@@ -42,13 +43,9 @@ class Tally:
     c: dict[str, int]
 
 
-def _parse_row(line: str, path: object, lineno: int, threshold: float) -> tuple[str, bool]:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise at(path, lineno, f"not valid JSON ({e.msg})") from None
-    if not isinstance(row, dict):
-        raise at(path, lineno, f"expected a JSON object, got {type(row).__name__}")
+def _parse_row(
+    row: dict[str, Any], path: object, lineno: int, threshold: float
+) -> tuple[str, bool]:
     pid = row.get("problem_id")
     if pid is None:
         raise at(path, lineno, "problem_id: missing")
@@ -75,10 +72,8 @@ def tally(lines: Iterable[str], path: object, threshold: float = 1.0) -> Tally:
     """Count samples and correct ones per problem; blank lines are skipped."""
     n: dict[str, int] = {}
     c: dict[str, int] = {}
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        pid, ok = _parse_row(line, path, lineno, threshold)
+    for lineno, row in iter_jsonl(lines, path):
+        pid, ok = _parse_row(row, path, lineno, threshold)
         n[pid] = n.get(pid, 0) + 1
         c[pid] = c.get(pid, 0) + int(ok)
     if not n:
@@ -129,11 +124,8 @@ def main(argv: list[str]) -> int:
     else:
         if not args.in_.is_file():
             raise at(args.in_, None, "no such file")
-        try:
-            with args.in_.open(encoding="utf-8") as f:
-                t = tally(f, args.in_, args.threshold)
-        except UnicodeDecodeError:
-            raise at(args.in_, None, "not UTF-8 text (expected JSON lines)") from None
+        with args.in_.open(encoding="utf-8") as f:
+            t = tally(f, args.in_, args.threshold)
     summary = summarize(t)
     if args.json:
         print(json.dumps(summary))

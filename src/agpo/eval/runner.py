@@ -4,17 +4,20 @@ The (problem, sample) grid is cut into fixed batches of ``sampling.batch_size`` 
 problem-major order, and batch b is sampled with a generator seeded by (seed, b). A batch is
 therefore the same whichever run samples it, which is what makes a resumed eval equal to an
 uninterrupted one: a restart skips the batches already on disk, re-samples a half-written one and
-appends only its missing rows. Completions are written and dropped batch by batch; what stays in
-memory per sample is its extracted answer, verdict and token statistics (``ProblemTally``), from
-which the metrics are computed at the end.
+appends only its missing rows. Batch b's verification runs while batch b+1 samples
+(``RewardFn.submit``); its rows are written after that, still in batch order. Completions are
+written and dropped batch by batch; what stays in memory per sample is its extracted answer,
+verdict and token statistics (``ProblemTally``), from which the metrics are computed at the end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +34,12 @@ from agpo.types import RewardResult, Rollout, TaskItem
 
 @dataclass
 class Timing:
-    """Wall seconds spent sampling and verifying (the benchmark's ratio)."""
+    """Wall seconds spent sampling and waiting for verification (the benchmark's ratio)."""
 
     sample_s: float = 0.0
     verify_s: float = 0.0
+    """Only the time the eval stood waiting for verdicts; verification that ran while the
+    next batch sampled costs nothing here."""
     tokens: int = 0
 
 
@@ -92,7 +97,8 @@ def evaluate_items(
 ) -> dict[str, float | int]:
     """Sample ``n`` responses per item, verify them, return passk.json's metrics.
 
-    ``reward_fn.batch(items, completions) -> list[RewardResult]`` (agpo.rewards). With
+    ``reward_fn.batch(items, completions) -> list[RewardResult]`` (agpo.rewards); when it also
+    has ``submit`` (``RewardFn``), a batch is verified while the next one samples. With
     ``out_dir`` every row is appended to ``out_dir/samples.jsonl`` as its batch finishes, rows
     already there are not sampled again (resume), and the metrics cover the whole file. Without
     it (periodic eval during training) rows are tallied in memory and dropped.
@@ -117,33 +123,76 @@ def evaluate_items(
     with _progress(progress) as bar:
         task = bar.add_task("eval", total=len(items) * n,
                             completed=len(items) * n - sum(len(u) for _, u in todo))
-        for b, units in todo:
-            rows = _run_batch(model, tokenizer, items, prompts, n, units, sampling, reward_fn,
-                              batch_generator(seed, b), timing)
-            rows = [r for r in rows if (r["problem_id"], r["sample"]) not in done]
+
+        def finish(batch: _Batch) -> None:
+            rows = [r for r in batch.rows(items, n, timing) if (r["problem_id"], r["sample"])
+                    not in done]
             if path is not None:
                 append_rows(path, rows)
             tally(rows, into=tallies)
-            bar.advance(task, len(units))
+            bar.advance(task, len(batch.units))
+
+        # Batch b is verified (reward_fn.submit) while batch b+1 samples, then its rows are
+        # written: the same rows in the same order as sample → verify → write, one batch later.
+        pending: _Batch | None = None
+        try:
+            for b, units in todo:
+                batch = _start_batch(model, tokenizer, items, prompts, n, units, sampling,
+                                     reward_fn, batch_generator(seed, b), timing)
+                if pending is not None:
+                    previous, pending = pending, None
+                    finish(previous)
+                pending = batch
+        except BaseException:
+            # ``pending`` is set only when starting the next batch failed (e.g. Ctrl-C while
+            # sampling): the batch before it is sampled already, so it goes to disk as in a
+            # serial loop and resume starts after it. Its own error must not hide the first.
+            if pending is not None:
+                with contextlib.suppress(Exception):
+                    finish(pending)
+            raise
+        if pending is not None:
+            finish(pending)
     return summarize(tallies)
 
 
-def _run_batch(
+@dataclass
+class _Batch:
+    """A sampled batch whose verification is under way."""
+
+    units: range
+    rollout: Rollout
+    verdicts: Future[list[RewardResult]]
+
+    def rows(self, items: Sequence[TaskItem], n: int, timing: Timing) -> list[dict[str, Any]]:
+        t0 = time.perf_counter()
+        verdicts = self.verdicts.result()
+        # Only the time the eval stands waiting: verification done during sampling is free.
+        timing.verify_s += time.perf_counter() - t0
+        return _rows(items, n, self.units, self.rollout, verdicts)
+
+
+def _start_batch(
     model: torch.nn.Module, tokenizer: Any, items: Sequence[TaskItem], prompts: Sequence[str],
     n: int, units: range, sampling: SamplingConfig, reward_fn: Any, generator: torch.Generator,
     timing: Timing,
-) -> list[dict[str, Any]]:
+) -> _Batch:
     batch_prompts = [prompts[u // n] for u in units]
     temps = torch.full((len(units),), sampling.temperature)
     t0 = time.perf_counter()
     rollout = sample(model, tokenizer, batch_prompts, temps, sampling, generator)
-    t1 = time.perf_counter()
-    verdicts = reward_fn.batch([items[u // n] for u in units], rollout.texts)
-    t2 = time.perf_counter()
-    timing.sample_s += t1 - t0
-    timing.verify_s += t2 - t1
+    timing.sample_s += time.perf_counter() - t0
     timing.tokens += rollout.num_generated_tokens
-    return _rows(items, n, units, rollout, verdicts)
+    verdicts = _submit(reward_fn, [items[u // n] for u in units], rollout.texts)
+    return _Batch(units, rollout, verdicts)
+
+
+def _submit(reward_fn: Any, items: list[TaskItem], texts: list[str]) -> Future[list[RewardResult]]:
+    if hasattr(reward_fn, "submit"):  # agpo.rewards.RewardFn: verifies on its helper thread
+        return reward_fn.submit(items, texts)
+    done: Future[list[RewardResult]] = Future()  # any other ``batch`` object: verify now
+    done.set_result(reward_fn.batch(items, texts))
+    return done
 
 
 def _progress(enabled: bool) -> Progress:

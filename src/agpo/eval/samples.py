@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agpo.errors import at
+from agpo.io import read_jsonl
 
 SAMPLES = "samples.jsonl"
 REQUIRED = ("problem_id", "sample", "correct")
@@ -32,21 +33,12 @@ def repair_tail(path: Path) -> None:
 
 def iter_rows(path: Path) -> Iterator[dict[str, Any]]:
     """Every complete row of a samples file (a torn last line from a killed run is skipped)."""
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.endswith("\n"):
-                return  # a torn last line: the eval that wrote it was killed mid-write
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise at(path, lineno, f"not valid JSON ({e.msg})") from None
-            missing = [k for k in REQUIRED if k not in row]
-            if missing:
-                raise at(path, lineno, f"field {missing[0]!r}: missing (a samples row needs "
-                                       f"{', '.join(REQUIRED)})")
-            yield row
+    for lineno, row in read_jsonl(path, skip_torn_tail=True):
+        missing = [k for k in REQUIRED if k not in row]
+        if missing:
+            raise at(path, lineno, f"field {missing[0]!r}: missing (a samples row needs "
+                                   f"{', '.join(REQUIRED)})")
+        yield row
 
 
 def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:

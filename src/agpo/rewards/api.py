@@ -3,6 +3,7 @@
 ``RewardFn.batch`` plans every (item, completion) with each configured verifier, answers cheap
 cases in-process, deduplicates the rest by cache key (samples of one problem repeat a few
 answers), and sends only unseen keys to the worker pool, which enforces the per-item deadline.
+``RewardFn.submit`` is ``batch`` without waiting, so a caller can sample its next batch meanwhile.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 
 from agpo.errors import UserError
@@ -64,6 +66,7 @@ class RewardFn:
         self._cache = _LRU(cfg.cache_size)
         self._lock = threading.Lock()
         self._pool: WorkerPool | None = None
+        self._executor: ThreadPoolExecutor | None = None
         self.stats: Counter[str] = Counter()
 
     def __call__(self, item: TaskItem, completion: str) -> RewardResult:
@@ -86,13 +89,41 @@ class RewardFn:
         self.stats["inline"] += sum(isinstance(p, RewardResult) for row in plans for p in row)
         return results
 
+    def submit(
+        self, items: Sequence[TaskItem], completions: Sequence[str]
+    ) -> Future[list[RewardResult]]:
+        """``batch(items, completions)`` without waiting: its future holds the same results (or
+        raises the same error). Batches run one at a time, in submission order, on one helper
+        thread, so the caller can sample its next batch meanwhile (torch releases the GIL while
+        it computes). With ``workers=0`` verification must stay in the caller's thread (its
+        deadline is SIGALRM, main thread only), so the future comes back already done.
+        """
+        items, completions = list(items), list(completions)  # the caller may reuse its lists
+        if self.cfg.workers == 0:
+            done: Future[list[RewardResult]] = Future()
+            try:
+                done.set_result(self.batch(items, completions))
+            except Exception as e:  # delivered by result(), as from the helper thread
+                done.set_exception(e)
+            return done
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix="agpo-reward")
+            executor = self._executor
+        return executor.submit(self.batch, items, completions)
+
     def clear_cache(self) -> None:
         """Forget every cached verdict (benchmarks; a changed gold set)."""
         with self._lock:
             self._cache = _LRU(self.cfg.cache_size)
 
     def close(self) -> None:
-        """Stop the worker processes (a later batch starts them again)."""
+        """Finish submitted batches, stop the helper thread and the worker processes (a later
+        batch starts them again)."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
         if self._pool is not None:
             self._pool.close()
 

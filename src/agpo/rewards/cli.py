@@ -17,6 +17,7 @@ from typing import IO, Annotated, Any
 import tyro
 
 from agpo.errors import UserError, at
+from agpo.io import iter_jsonl
 from agpo.rewards.config import RewardConfig
 
 CHUNK = 1024  # rows per batch: keeps memory flat and the progress bar moving
@@ -107,9 +108,10 @@ def _read_rows(f: IO[str], name: str, skip_bad: bool) -> tuple[list[tuple[Any, s
     from agpo.types import TaskItem
 
     rows, bad = [], []
-    for line_no, text in _lines(f, name):
+    on_bad = (lambda e: bad.append(str(e))) if skip_bad else None
+    for line_no, raw in iter_jsonl(f, name, on_bad=on_bad, bad_json="not a JSON object"):
         try:
-            row = _parse_row(text, name, line_no)
+            row = _parse_row(raw, name, line_no)
         except UserError as e:
             if not skip_bad:
                 raise
@@ -119,23 +121,7 @@ def _read_rows(f: IO[str], name: str, skip_bad: bool) -> tuple[list[tuple[Any, s
     return rows, bad
 
 
-def _lines(f: IO[str], name: str) -> Iterator[tuple[int, str]]:
-    line_no = 0
-    try:
-        for line_no, text in enumerate(f, start=1):
-            if text.strip():
-                yield line_no, text
-    except UnicodeDecodeError:
-        raise at(name, line_no + 1, "not UTF-8 text") from None
-
-
-def _parse_row(text: str, name: str, line_no: int) -> dict[str, str]:
-    try:
-        row = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise at(name, line_no, f"not a JSON object ({e.msg})") from None
-    if not isinstance(row, dict):
-        raise at(name, line_no, f"expected a JSON object, got {type(row).__name__}")
+def _parse_row(row: dict[str, Any], name: str, line_no: int) -> dict[str, str]:
     out = {"id": str(row.get("id", "") or "")}
     for key in ("gold", "pred"):
         if key not in row:

@@ -80,7 +80,8 @@ def _sample_batch(
     prompt_ids = enc["input_ids"].to(device)  # [n, P]
     prompt_mask = enc["attention_mask"].to(device)  # [n, P]
     n = prompt_ids.shape[0]
-    inv_tau = (1.0 / temperatures).to(device).unsqueeze(-1)  # [n, 1]
+    # At τ = 1 everywhere skip the per-token [n, V] multiply (x · 1 == x exactly).
+    inv_tau = None if bool((temperatures == 1.0).all()) else (1.0 / temperatures).to(device).unsqueeze(-1)  # [n, 1]
     stop = torch.tensor(eos_ids(model, tokenizer), device=device)
     pad = tokenizer.pad_token_id
 
@@ -93,7 +94,8 @@ def _sample_batch(
     done = torch.zeros(n, dtype=torch.bool, device=device)
     tokens, logps, alive = [], [], []
     for _ in range(cfg.max_new_tokens):
-        logp = F.log_softmax(out.logits[:, -1].float() * inv_tau, dim=-1)  # [n, V]
+        logits = out.logits[:, -1].float()  # [n, V]
+        logp = F.log_softmax(logits if inv_tau is None else logits * inv_tau, dim=-1)  # [n, V]
         tok = _draw(logp, cfg.top_p, generator)  # [n]
         tok = tok.masked_fill(done, pad)
         tokens.append(tok)
@@ -164,6 +166,33 @@ def concat(parts: list[Rollout], pad: int) -> Rollout:
     )
 
 
+def trim_padding(rows: Rollout) -> Rollout:
+    """The same rows without the columns that are padding in every row: leading prompt columns
+    (left padding) and trailing response columns (past every row's end), [n, P'] / [n, T'].
+
+    Exact: positions count real tokens only and attention is causal, so no kept token's logits
+    change. The forward and backward then skip those columns entirely, which matters once rows
+    of similar length share a micro-batch (the update sorts them so). Costs one host sync.
+    """
+    keep_p = rows.prompt_mask.any(0)  # [P]
+    keep_t = rows.response_mask.any(0)  # [T]
+    # At least one prompt column stays: its position predicts the first response token.
+    p0 = min(int(keep_p.long().argmax()), max(rows.prompt_ids.shape[1] - 1, 0))
+    t = max(int(keep_t.nonzero().max()) + 1 if bool(keep_t.any()) else 1, 1)
+    if p0 == 0 and t == rows.response_ids.shape[1]:
+        return rows
+    return Rollout(
+        prompt_ids=rows.prompt_ids[:, p0:],
+        prompt_mask=rows.prompt_mask[:, p0:],
+        response_ids=rows.response_ids[:, :t],
+        response_mask=rows.response_mask[:, :t],
+        logprobs=rows.logprobs[:, :t],
+        temperatures=rows.temperatures,
+        truncated=rows.truncated,
+        texts=rows.texts,
+    )
+
+
 def response_logits(
     model: torch.nn.Module,
     prompt_ids: torch.Tensor,
@@ -183,8 +212,13 @@ def response_logits(
     pos = (attn.cumsum(-1) - 1).clamp_min(0)
     # Position P-1+i predicts response token i; the last position predicts nothing we need.
     logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False,
-                   logits_to_keep=t + 1).logits[:, :t]  # [n, T, V]
-    return logits.float() / temperatures.to(logits.device).float().view(-1, 1, 1)
+                   logits_to_keep=t + 1).logits[:, :t].float()  # [n, T, V]
+    temperatures = temperatures.to(logits.device).float()
+    # x / 1 == x exactly, so at τ = 1 (the usual case) skip a full-vocabulary [n, T, V] tensor
+    # and its backward; the check is one host sync, far cheaper than that tensor on a real vocab.
+    if bool((temperatures == 1.0).all()):
+        return logits
+    return logits / temperatures.view(-1, 1, 1)
 
 
 def response_logprobs(
@@ -195,11 +229,13 @@ def response_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs [n, T] of the response tokens under softmax(logits/τ_row) and, optionally, the
     token entropy [n, T] of that distribution. Differentiable; masked positions hold 0."""
+    width = rows.response_ids.shape[1]
+    rows = trim_padding(rows)  # the forward skips all-padding columns; results padded back
     logits = response_logits(model, rows.prompt_ids, rows.prompt_mask, rows.response_ids,
                              rows.response_mask, temperatures)
     mask = rows.response_mask.to(logits.dtype)
-    logprobs = logprobs_from_logits(logits, rows.response_ids) * mask
-    entropy = entropy_from_logits(logits) * mask if with_entropy else None
+    logprobs = _pad_right(logprobs_from_logits(logits, rows.response_ids) * mask, width, 0.0)
+    entropy = _pad_right(entropy_from_logits(logits) * mask, width, 0.0) if with_entropy else None
     return logprobs, entropy
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from agpo.errors import UserError, at
+from agpo.io import read_jsonl
 from agpo.registry import Registry
 from agpo.types import TaskItem
 
@@ -103,21 +104,7 @@ def iter_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     elif path.suffix == ".json":
         yield from _json_records(path)
     else:
-        yield from _jsonl_records(path)
-
-
-def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise at(path, lineno, f"not valid JSON ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise at(path, lineno, f"expected a JSON object, got {type(rec).__name__}")
-            yield lineno, rec
+        yield from read_jsonl(path)
 
 
 def _json_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

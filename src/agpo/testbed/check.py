@@ -1,8 +1,8 @@
 """A fast competence check of a testbed model: sample n per problem, score, pass@k.
 
-The testbed's completions are at most a dozen tokens, so a plain KV-cached sampling loop over
-all n·problems rows in large chunks is the cheapest honest measurement; ``agpo eval`` is the
-general path (resumable, any task) and agrees with this on the testbed.
+It samples through ``agpo.rollout.sample`` (the sampler training and ``agpo eval`` use) in one
+large batch and scores with ``tasks.score`` in memory: no verifier pool, no samples.jsonl.
+``agpo eval`` is the general path (resumable, any task) and agrees with this on the testbed.
 """
 
 from __future__ import annotations
@@ -13,51 +13,10 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
+from agpo.eval.passk import pass_at_k
+from agpo.rollout import SamplingConfig, sample
 from agpo.testbed import tasks
 from agpo.types import TaskItem
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k, stable product form: 1 − Π_{i=n−c+1}^{n} (1 − k/i)."""
-    if n - c < k:
-        return 1.0
-    prod = 1.0
-    for i in range(n - c + 1, n + 1):
-        prod *= 1.0 - k / i
-    return 1.0 - prod
-
-
-@torch.no_grad()
-def sample_texts(
-    model: PreTrainedModel,
-    tok: PreTrainedTokenizerFast,
-    prompts: Sequence[str],
-    *,
-    max_new_tokens: int,
-    temperature: float = 1.0,
-    generator: torch.Generator | None = None,
-    chunk: int = 4096,
-) -> list[str]:
-    """One completion per prompt (prompts of equal length: no padding), decoded up to EOS."""
-    out: list[str] = []
-    for lo in range(0, len(prompts), chunk):
-        ids = torch.tensor([tok.encode(p) for p in prompts[lo : lo + chunk]])  # (n, P)
-        res = model(input_ids=ids, use_cache=True)
-        past, logits = res.past_key_values, res.logits[:, -1]
-        done = torch.zeros(ids.shape[0], dtype=torch.bool)
-        toks: list[torch.Tensor] = []
-        for _ in range(max_new_tokens):
-            probs = torch.softmax(logits.float() / temperature, dim=-1)
-            nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (n,)
-            nxt = torch.where(done, tok.pad_token_id, nxt)
-            toks.append(nxt)
-            done |= nxt == tok.eos_token_id
-            if bool(done.all()):
-                break
-            res = model(input_ids=nxt[:, None], past_key_values=past, use_cache=True)
-            past, logits = res.past_key_values, res.logits[:, -1]
-        out += tok.batch_decode(torch.stack(toks, 1), skip_special_tokens=True)
-    return out
 
 
 @dataclass
@@ -70,6 +29,7 @@ class QuickEval:
     share_b: float
 
     def passk(self, k: int, subset: str | None = None) -> float:
+        """Mean unbiased pass@k over the problems (``subset``: "S", "non-S" or None for all)."""
         rows = [
             c
             for c, s in zip(self.correct, self.is_s, strict=True)
@@ -87,13 +47,15 @@ def quick_eval(
     seed: int = 0,
     temperature: float = 1.0,
     max_new_tokens: int = 12,
+    batch_size: int = 4096,
 ) -> QuickEval:
     """Sample n completions for every item and count exact answers (``tasks.score``)."""
     gen = torch.Generator().manual_seed(seed)
-    prompts = [it.prompt for it in items for _ in range(n)]
-    texts = sample_texts(
-        model, tok, prompts, max_new_tokens=max_new_tokens, temperature=temperature, generator=gen
-    )
+    prompts = [it.prompt for it in items for _ in range(n)]  # grouped: row i*n+j
+    cfg = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature,
+                         batch_size=batch_size)
+    temps = torch.full((len(prompts),), temperature)  # [N]
+    texts = sample(model, tok, prompts, temps, cfg, gen).texts
     correct = [
         sum(tasks.score(it, t) for t in texts[i * n : (i + 1) * n]) for i, it in enumerate(items)
     ]

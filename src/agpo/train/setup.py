@@ -5,8 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import platform
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,9 @@ import torch
 import torch.distributed as dist
 
 from agpo.errors import UserError
+from agpo.io import env_info
+# re-exported: agpo.train.state imports resolve_device from here with the other setup steps
+from agpo.io import resolve_device as resolve_device
 from agpo.train.config import ModelConfig, RunConfig, TaskConfig
 from agpo.types import TaskItem
 
@@ -67,15 +68,6 @@ def all_reduce_sum(values: torch.Tensor, d: Dist) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------------
 # models
-
-
-def resolve_device(spec: str) -> torch.device:
-    """'auto': this process's GPU (LOCAL_RANK under torchrun) when there is one, else the CPU."""
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        return torch.device("cpu")
-    return torch.device(spec)
 
 
 def load_models(cfg: ModelConfig, need_ref: bool, seed: int, device: torch.device):  # noqa: ANN201
@@ -189,37 +181,5 @@ def prepare_run_dir(out: Path, resume: bool) -> None:
 
 def write_env(out: Path, cfg: RunConfig, d: Dist, device: torch.device) -> None:
     """env.json: versions and a hostname-free hardware summary, for provenance."""
-    import importlib.metadata as md
-
-    import agpo
-
-    def version(pkg: str) -> str | None:
-        try:
-            return md.version(pkg)
-        except md.PackageNotFoundError:
-            return None
-
-    env = {
-        "agpo": agpo.__version__,
-        "git_sha": _git_sha(),
-        "packages": {p: version(p) for p in ("torch", "transformers", "tokenizers", "safetensors",
-                                             "math-verify", "peft", "accelerate")},
-        "python": platform.python_version(),
-        "seed": cfg.train.seed,
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-        "cuda": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "world_size": d.world,
-    }
+    env = env_info(device, seed=cfg.train.seed, world_size=d.world)
     (out / "env.json").write_text(json.dumps(env, indent=1) + "\n")
-
-
-def _git_sha() -> str | None:
-    try:
-        res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return res.stdout.strip() or None if res.returncode == 0 else None

@@ -18,7 +18,7 @@ from agpo.algos.aggregation import AGGREGATIONS, LossNorm
 from agpo.algos.kl import KL_ESTIMATORS
 from agpo.algos.objectives import OBJECTIVES
 from agpo.ops import entropy_from_logits, logprobs_from_logits, masked_mean
-from agpo.rollout.engine import response_logits, select
+from agpo.rollout.engine import response_logits, select, trim_padding
 from agpo.train.config import OptimConfig
 from agpo.train.setup import all_reduce
 from agpo.types import Rollout
@@ -115,6 +115,12 @@ def _mini_batch_step(
     if float(norm.tokens) == 0:  # nothing kept anywhere (e.g. all dropped): no step, no Adam drift
         return
     optimizer.zero_grad(set_to_none=True)
+    if spec.micro_batch_size < rows.numel():
+        # Micro-batches of similar response length, so trim_padding can drop the columns past
+        # the longest row of each (a short row otherwise pays for the batch's longest). Only the
+        # order in which micro-batch gradients are summed changes (float rounding).
+        lengths = batch.rollout.response_mask[rows].sum(-1)  # [n]
+        rows = rows[torch.sort(lengths, stable=True).indices]
     for mb in rows.split(spec.micro_batch_size):
         _micro_batch_loss(model, batch, mb, spec, norm, stats).backward()
     _all_reduce_grads(model)
@@ -138,10 +144,11 @@ def _micro_batch_loss(
     stats: _Stats,
 ) -> torch.Tensor:
     """Loss of micro-batch rows ``mb``: its share of the mini-batch loss (shares add up)."""
-    mask = batch.loss_mask[mb]  # [n, T]
-    rows = select(batch.rollout, mb)
+    rows = trim_padding(select(batch.rollout, mb))  # [n, P'] / [n, T']: all-padding columns dropped
+    t = rows.response_ids.shape[1]
+    mask = batch.loss_mask[mb][:, :t]  # [n, T']; the dropped columns hold no kept token
     logits = response_logits(model, rows.prompt_ids, rows.prompt_mask, rows.response_ids,
-                             rows.response_mask, batch.temperatures[mb])  # [n, T, V]
+                             rows.response_mask, batch.temperatures[mb])  # [n, T', V]
     logprobs = logprobs_from_logits(logits, rows.response_ids) * rows.response_mask
     if spec.entropy_coef != 0:
         entropy = entropy_from_logits(logits)  # [n, T], differentiable for the bonus
@@ -155,13 +162,13 @@ def _micro_batch_loss(
         stats.token_mean("entropy", masked_mean(entropy, rows.response_mask), rows.response_mask.sum())
     aggregate = AGGREGATIONS.get(spec.aggregation)
     per_token, obj_stats = OBJECTIVES.get(spec.objective)(
-        logprobs, batch.old_logprobs[mb], batch.advantages[mb], mask,
+        logprobs, batch.old_logprobs[mb][:, :t], batch.advantages[mb], mask,
         batch.clip_low[mb], batch.clip_high[mb],
     )
     loss = aggregate(per_token, mask, norm)
     stats.share("pg", loss)
     if spec.kl_coef != 0 and batch.ref_logprobs is not None:
-        ref_kl = aggregate(KL_ESTIMATORS.get(spec.kl_estimator)(logprobs, batch.ref_logprobs[mb]), mask, norm)
+        ref_kl = aggregate(KL_ESTIMATORS.get(spec.kl_estimator)(logprobs, batch.ref_logprobs[mb][:, :t]), mask, norm)
         stats.share("ref_kl", ref_kl)
         loss = loss + spec.kl_coef * ref_kl
     if spec.entropy_coef != 0:

@@ -16,7 +16,6 @@ Layouts (detected from a folder's file names; a single file is read by its exten
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -26,6 +25,8 @@ from typing import Any
 
 from agpo.apps.relevance.labels import LabelScheme, get_scheme
 from agpo.errors import UserError, at
+# aliased: this module's own read_jsonl (path → Dataset) is public API
+from agpo.io import read_jsonl as jsonl_rows
 
 ITEM_FIELDS = ("title", "description", "bullets", "brand", "color")
 ESCI_EXAMPLE_COLUMNS = ("query", "query_id", "product_id", "product_locale", "esci_label")
@@ -271,31 +272,24 @@ def read_jsonl(path: Path, scheme: LabelScheme) -> Dataset:
     """One pair per line: ``query`` and ``title`` required, everything else optional."""
     counts = _Counts("jsonl", scheme)
     pairs = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise at(path, line_no, f"not JSON: {e.msg}") from None
-            if not isinstance(row, dict) or "query" not in row or "title" not in row:
-                raise at(path, line_no, "fields 'query' and 'title': required")
-            counts.r.examples += 1
-            item = {name: _text(row.get(name)) for name in ITEM_FIELDS}
-            known = {"query", "query_id", "product_id", "label", "split", "locale", *ITEM_FIELDS}
-            pair = Pair(
-                query_id=_text(row.get("query_id", row["query"])),
-                product_id=_text(row.get("product_id", line_no)),
-                query=_text(row["query"]),
-                item=item,
-                label=counts.label(row.get("label")),
-                split=_text(row.get("split")),
-                locale=_text(row.get("locale")),
-                meta={k: v for k, v in row.items() if k not in known},
-            )
-            counts.found(pair)
-            pairs.append(pair)
+    for line_no, row in jsonl_rows(path):
+        if "query" not in row or "title" not in row:
+            raise at(path, line_no, "fields 'query' and 'title': required")
+        counts.r.examples += 1
+        item = {name: _text(row.get(name)) for name in ITEM_FIELDS}
+        known = {"query", "query_id", "product_id", "label", "split", "locale", *ITEM_FIELDS}
+        pair = Pair(
+            query_id=_text(row.get("query_id", row["query"])),
+            product_id=_text(row.get("product_id", line_no)),
+            query=_text(row["query"]),
+            item=item,
+            label=counts.label(row.get("label")),
+            split=_text(row.get("split")),
+            locale=_text(row.get("locale")),
+            meta={k: v for k, v in row.items() if k not in known},
+        )
+        counts.found(pair)
+        pairs.append(pair)
     counts.r.products = len({p.product_id for p in pairs})
     return Dataset(pairs, counts.report(), scheme)
 

@@ -1,0 +1,153 @@
+"""What agpo reads and records: JSON-lines input with ``file:line`` errors, and env.json.
+
+``iter_jsonl`` / ``read_jsonl`` are the one reader of JSON lines (samples files, task files,
+verify input, relevance pairs): blank lines are skipped, and a line that is not JSON or not an
+object becomes a ``UserError`` naming the file and line. ``env_info`` is the provenance record
+(versions, git SHA, hardware) that eval and train write as env.json; ``resolve_device`` turns
+the ``--device`` flag into the device that record names.
+
+Imports no torch at module level: ``agpo passk`` reads JSON lines through here and must start
+fast (a test checks that it never imports torch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agpo.errors import UserError, at
+
+if TYPE_CHECKING:
+    import torch
+
+# env.json records these versions, in this order; a package that is not installed reads null.
+ENV_PACKAGES = (
+    "torch", "transformers", "tokenizers", "safetensors", "math-verify", "peft", "accelerate",
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON lines
+
+
+def iter_jsonl(
+    lines: Iterable[str],
+    path: object,
+    *,
+    skip_torn_tail: bool = False,
+    on_bad: Callable[[UserError], None] | None = None,
+    bad_json: str = "not valid JSON",
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line_number, row)`` for each non-blank line of ``lines``; line numbers start at 1.
+
+    ``path`` only names the source in errors (a Path, or ``"<stdin>"``).
+    ``skip_torn_tail``: a last line without its newline ends the rows silently instead of being
+    parsed; an appending writer killed mid-write leaves one (see ``agpo.eval.samples``).
+    ``on_bad``: called with the error of a line that is not a JSON object, which is then
+    skipped; ``None`` raises it. ``bad_json``: how the error of an unparseable line starts
+    (``agpo verify`` says "not a JSON object", and its users may match on it).
+
+    >>> list(iter_jsonl(['{"a": 1}\\n', '\\n', '{"a": 2}\\n'], "x.jsonl"))
+    [(1, {'a': 1}), (3, {'a': 2})]
+    """
+    lineno = 0
+    try:
+        for lineno, line in enumerate(lines, start=1):
+            if skip_torn_tail and not line.endswith("\n"):
+                return
+            if not line.strip():
+                continue
+            try:
+                row = _parse_object(line, path, lineno, bad_json)
+            except UserError as e:
+                if on_bad is None:
+                    raise
+                on_bad(e)
+                continue
+            yield lineno, row
+    except UnicodeDecodeError:
+        # A text stream decodes a read buffer (8 KiB) at a time, so the bad byte is in this
+        # line or a little after it: a line number that is close beats none.
+        raise at(path, lineno + 1, "not UTF-8 text") from None
+
+
+def read_jsonl(
+    path: Path,
+    *,
+    skip_torn_tail: bool = False,
+    on_bad: Callable[[UserError], None] | None = None,
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``iter_jsonl`` over a UTF-8 file; the file stays open until the rows are consumed."""
+    with path.open(encoding="utf-8") as f:
+        yield from iter_jsonl(f, path, skip_torn_tail=skip_torn_tail, on_bad=on_bad)
+
+
+def _parse_object(line: str, path: object, lineno: int, bad_json: str) -> dict[str, Any]:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise at(path, lineno, f"{bad_json} ({e.msg})") from None
+    if not isinstance(row, dict):
+        raise at(path, lineno, f"expected a JSON object, got {type(row).__name__}")
+    return row
+
+
+# ---------------------------------------------------------------------------------------------
+# run environment
+
+
+def resolve_device(spec: str) -> torch.device:
+    """'auto': this process's GPU (LOCAL_RANK under torchrun) when there is one, else the CPU."""
+    import torch
+
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
+    return torch.device(spec)
+
+
+def env_info(device: torch.device, *, seed: int, world_size: int = 1) -> dict[str, Any]:
+    """The env.json record: versions, git SHA and a hardware summary without the hostname, so
+    that a run directory can be shared as it is."""
+    import torch
+
+    import agpo
+
+    return {
+        "agpo": agpo.__version__,
+        "git_sha": git_sha(),
+        "packages": {p: _version(p) for p in ENV_PACKAGES},
+        "python": platform.python_version(),
+        "seed": seed,
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "world_size": world_size,
+    }
+
+
+def git_sha() -> str | None:
+    """HEAD of the checkout agpo is imported from; None for an installed wheel or without git."""
+    try:
+        res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).parent)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (res.stdout.strip() or None) if res.returncode == 0 else None
+
+
+def _version(pkg: str) -> str | None:
+    import importlib.metadata as md
+
+    try:
+        return md.version(pkg)
+    except md.PackageNotFoundError:
+        return None
