@@ -8,7 +8,12 @@ about 32 steps for a random model), one update epoch, no reference model, 32 seq
 and not timed. agpo's floor is its own sampling pass plus one forward/backward over the same
 tokens with the same model.
 
-    .venv/bin/python benchmarks/bench_train_vs_trl.py [--prompts 4 32] [--steps 6] [--threads 1]
+    .venv/bin/python benchmarks/bench_train_vs_trl.py [--prompts 4 32] [--steps 6] [--threads 1] [--rounds 1]
+
+Fairness: the table prints the mean generated tokens per completion (EOS included) of each
+trainer; they sample the same distribution from the same model, so they should agree to within
+sampling noise. On a shared, noisy machine use --rounds 3 or more: each round runs the three
+measurements in a rotated order, and the table gives the median over rounds.
 
 Targets: agpo ≥ 2× TRL completions/s; agpo step ≤ 1.25× its floor.
 """
@@ -51,7 +56,8 @@ def build(workdir: Path, n_prompts: int) -> tuple[Path, Path]:
     return model_dir, task
 
 
-def run_agpo(model_dir: Path, task: Path, b: int, steps: int, threads: int, out: Path) -> list[float]:
+def run_agpo(model_dir: Path, task: Path, b: int, steps: int, threads: int, out: Path) -> tuple[list[float], float]:
+    """Timed step seconds and the mean generated tokens per completion (EOS included)."""
     from agpo.train.cli import main
 
     argv = [
@@ -65,7 +71,7 @@ def run_agpo(model_dir: Path, task: Path, b: int, steps: int, threads: int, out:
     ]
     main(argv)
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    return [r["perf/time_step"] for r in rows[1:]]
+    return [r["perf/time_step"] for r in rows[1:]], statistics.mean(r["rollout/response_len"] for r in rows)
 
 
 def run_floor(model_dir: Path, b: int, steps: int) -> list[float]:
@@ -94,7 +100,8 @@ def run_floor(model_dir: Path, b: int, steps: int) -> list[float]:
     return times[1:]
 
 
-def run_trl(model_dir: Path, task: Path, b: int, steps: int, out: Path) -> list[float]:
+def run_trl(model_dir: Path, task: Path, b: int, steps: int, out: Path) -> tuple[list[float], float]:
+    """Timed step seconds and the mean generated tokens per completion (EOS included)."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -102,7 +109,10 @@ def run_trl(model_dir: Path, task: Path, b: int, steps: int, out: Path) -> list[
     rows = [json.loads(x) for x in task.read_text().splitlines()]
     data = Dataset.from_list([{"prompt": r["prompt"], "gold": r["gold"]} for r in rows])
 
-    def exact(completions, gold, **_):  # noqa: ANN001, ANN202
+    lengths: list[int] = []
+
+    def exact(completions, gold, completion_ids, **_):  # noqa: ANN001, ANN202
+        lengths.extend(len(ids) for ids in completion_ids)  # TRL's ids keep the EOS, like agpo's mask
         return [float(c.strip() == g) for c, g in zip(completions, gold, strict=True)]
 
     stamps: list[float] = []
@@ -127,7 +137,7 @@ def run_trl(model_dir: Path, task: Path, b: int, steps: int, out: Path) -> list[
     start = time.perf_counter()
     trainer.train()
     ends = [start, *stamps]
-    return [ends[i + 1] - ends[i] for i in range(1, len(stamps))]
+    return [ends[i + 1] - ends[i] for i in range(1, len(stamps))], statistics.mean(lengths)
 
 
 def main() -> None:
@@ -135,22 +145,39 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, nargs="+", default=[4, 32])
     ap.add_argument("--steps", type=int, default=6, help="steps per trainer (the first is warm-up)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=1, help="repeat, rotating the order; medians over rounds")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, G {G}, "
-          f"{NEW_TOKENS} new tokens, {args.steps - 1} timed steps (median)")
+          f"{NEW_TOKENS} new tokens, {args.steps - 1} timed steps (median), {args.rounds} round(s)")
     print(f"{'prompts×G':>10} {'agpo s/step':>12} {'TRL s/step':>11} {'agpo c/s':>9} {'TRL c/s':>8} "
-          f"{'ratio':>6} {'floor s':>8} {'agpo/floor':>10}")
+          f"{'ratio':>6} {'floor s':>8} {'agpo/floor':>10} {'tok/c agpo':>10} {'tok/c TRL':>9}")
     for b in args.prompts:
-        with tempfile.TemporaryDirectory() as tmp:
-            work = Path(tmp)
-            model_dir, task = build(work, max(b, 8) * args.steps)
-            t_agpo = statistics.median(run_agpo(model_dir, task, b, args.steps, args.threads, work / "agpo"))
-            t_floor = statistics.median(run_floor(model_dir, b, args.steps))
-            t_trl = statistics.median(run_trl(model_dir, task, b, args.steps, work / "trl"))
+        t: dict[str, list[float]] = {"agpo": [], "floor": [], "trl": []}
+        ratios, floors, len_agpo, len_trl = [], [], [], []
+        for rnd in range(args.rounds):
+            with tempfile.TemporaryDirectory() as tmp:
+                work = Path(tmp)
+                model_dir, task = build(work, max(b, 8) * args.steps)
+                jobs = {
+                    "agpo": lambda: run_agpo(model_dir, task, b, args.steps, args.threads, work / "agpo"),  # noqa: B023
+                    "floor": lambda: (run_floor(model_dir, b, args.steps), None),  # noqa: B023
+                    "trl": lambda: run_trl(model_dir, task, b, args.steps, work / "trl"),  # noqa: B023
+                }
+                # Rotating the order spreads the machine's slow phases over all three.
+                names = list(jobs)[rnd % 3:] + list(jobs)[: rnd % 3]
+                got = {name: jobs[name]() for name in names}
+            for name, (times, _) in got.items():
+                t[name].append(statistics.median(times))
+            len_agpo.append(got["agpo"][1])
+            len_trl.append(got["trl"][1])
+            ratios.append(t["trl"][-1] / t["agpo"][-1])
+            floors.append(t["agpo"][-1] / t["floor"][-1])
+        t_agpo, t_trl, t_floor = (statistics.median(t[k]) for k in ("agpo", "trl", "floor"))
         n = b * G
         print(f"{f'{b}×{G}':>10} {t_agpo:12.3f} {t_trl:11.3f} {n / t_agpo:9.1f} {n / t_trl:8.1f} "
-              f"{t_trl / t_agpo:6.2f} {t_floor:8.3f} {t_agpo / t_floor:10.2f}")
+              f"{statistics.median(ratios):6.2f} {t_floor:8.3f} {statistics.median(floors):10.2f} "
+              f"{statistics.mean(len_agpo):10.1f} {statistics.mean(len_trl):9.1f}")
 
 
 if __name__ == "__main__":

@@ -71,8 +71,8 @@ def iter_jsonl(
                 continue
             yield lineno, row
     except UnicodeDecodeError:
-        # A text stream decodes a read buffer (8 KiB) at a time, so the bad byte is in this
-        # line or a little after it: a line number that is close beats none.
+        # Only a text stream (stdin) gets here; it decodes a read buffer (8 KiB) at a time, so
+        # the bad byte is in this line or a little after it: a close line number beats none.
         raise at(path, lineno + 1, "not UTF-8 text") from None
 
 
@@ -82,9 +82,20 @@ def read_jsonl(
     skip_torn_tail: bool = False,
     on_bad: Callable[[UserError], None] | None = None,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``iter_jsonl`` over a UTF-8 file; the file stays open until the rows are consumed."""
-    with path.open(encoding="utf-8") as f:
-        yield from iter_jsonl(f, path, skip_torn_tail=skip_torn_tail, on_bad=on_bad)
+    """``iter_jsonl`` over a UTF-8 file; the file stays open until the rows are consumed.
+
+    Lines are decoded one at a time, so a byte that is not UTF-8 is reported on its own line.
+    """
+    with path.open("rb") as f:
+        yield from iter_jsonl(_decoded(f, path), path, skip_torn_tail=skip_torn_tail, on_bad=on_bad)
+
+
+def _decoded(lines: Iterable[bytes], path: object) -> Iterator[str]:
+    for lineno, raw in enumerate(lines, start=1):
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise at(path, lineno, "not UTF-8 text") from None
 
 
 def _parse_object(line: str, path: object, lineno: int, bad_json: str) -> dict[str, Any]:

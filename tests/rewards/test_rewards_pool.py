@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from agpo.errors import UserError
 from agpo.rewards import RewardConfig, RewardFn, build_reward
 from agpo.rewards.pool import WorkerPool
 from agpo.types import TaskItem
@@ -103,3 +104,51 @@ def test_worker_module_does_not_import_torch() -> None:
     code = "import sys, agpo.rewards.worker; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_submit_equals_batch_and_keeps_order() -> None:
+    items = [TaskItem(f"p{i}", "", g) for i, g in enumerate(["2", "\\frac{1}{2}", "x+1", "5"])]
+    texts = ["\\boxed{1+1}", "\\boxed{0.5}", "\\boxed{1+x}", "\\boxed{4}"]
+    with build_reward(RewardConfig(verifier="math", workers=1)) as reward:
+        futures = [reward.submit(items, texts), reward.submit(items[::-1], texts[::-1])]
+        got = [f.result(timeout=30) for f in futures]
+        assert got == [reward.batch(items, texts), reward.batch(items[::-1], texts[::-1])]
+        assert [r.score for r in got[0]] == [1.0, 1.0, 1.0, 0.0]
+
+
+def test_submit_with_workers_zero_runs_in_the_caller_thread() -> None:
+    # workers=0's deadline is SIGALRM (main thread only): the future comes back already done.
+    cfg = RewardConfig(verifier="math", workers=0, bad_gold="error")
+    with build_reward(cfg) as reward:
+        done = reward.submit([TaskItem("a", "", "\\frac{1}{2}")], ["\\boxed{0.5}"])
+        assert done.done() and done.result()[0].score == 1.0
+        assert reward._pool is None and reward._executor is None
+        failed = reward.submit([TaskItem("b", "", "$$")], ["\\boxed{1}"])
+        assert failed.done()
+        with pytest.raises(UserError, match="does not parse"):
+            failed.result()
+
+
+def test_submit_delivers_errors_from_the_helper_thread() -> None:
+    cfg = RewardConfig(verifier="math", workers=1, bad_gold="error")
+    with build_reward(cfg) as reward:
+        with pytest.raises(UserError, match="does not parse"):
+            reward.submit([TaskItem("b", "", "$$")], ["\\boxed{1}"]).result(timeout=30)
+
+
+def test_repeated_completions_score_as_if_planned_one_by_one() -> None:
+    # A batch plans each distinct (item, completion) once; results and per-sample stats must
+    # equal scoring every sample on its own.
+    a, b = TaskItem("a", "", "12"), TaskItem("b", "", "\\frac{1}{3}")
+    pairs = [(a, "12"), (a, "12"), (b, "\\boxed{2/6}"), (a, "13"), (b, "\\boxed{2/6}"),
+             (a, "no idea\nreally"), (b, "\\boxed{\\sqrt{1/9}}"), (b, "\\boxed{\\sqrt{1/9}}")]
+    cfg = RewardConfig(verifier="math", workers=0, cache_size=0)
+    with build_reward(cfg) as batched, build_reward(cfg) as single:
+        got = batched.batch([it for it, _ in pairs], [c for _, c in pairs])
+        want = [single(it, c) for it, c in pairs]
+        assert got == want
+        assert [r.score for r in got] == [1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0]
+        for key in ("verdicts", "inline"):
+            assert batched.stats[key] == single.stats[key], key
+        # the repeated sqrt answer is one worker job; its repeat counts as a cache hit
+        assert batched.stats["worker_jobs"] == 1 and batched.stats["cache_hits"] == 1

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from agpo.cli import main as agpo
+from agpo.errors import UserError
 from agpo.testbed.demo import DemoConfig, run_demo
+from agpo.testbed.evidence import EvidenceConfig
 
 
 def test_tiny_demo_writes_a_report(testbed_base: Path, testbed_cache: Path, tmp_path: Path,
@@ -43,3 +45,14 @@ def test_demo_flags(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--methods" in capsys.readouterr().out
     assert agpo(["demo", "--methods", "grpo", "nope"]) == 2
     assert "valid names" in capsys.readouterr().err
+
+
+def test_evidence_checks_methods_as_demo_does() -> None:
+    # One check (demo.check_methods) serves both commands: same rule, same message.
+    for bad in (("grpo", "nope"), ()):
+        with pytest.raises(UserError) as demo_err:
+            DemoConfig(methods=bad)
+        with pytest.raises(UserError) as evidence_err:
+            EvidenceConfig(methods=bad)
+        assert str(evidence_err.value) == str(demo_err.value)
+        assert "valid names are grpo, " in str(demo_err.value)

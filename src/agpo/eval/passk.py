@@ -29,6 +29,8 @@ def pass_at_k(n: int, c: int, k: int) -> float:
         raise ValueError(f"need 1 ≤ k ≤ n; got n={n}, k={k} (pass@k needs at least k samples)")
     if n - c < k:
         return 1.0
+    if k == 1:  # exactly c/n (the log-space product below is only within rounding of it)
+        return c / n
     # C(n−c, k)/C(n, k) factors two ways: Π_{i=n−c+1}^{n} (1 − k/i) (c terms) or
     # Π_{i=0}^{k−1} (1 − c/(n−i)) (k terms); take the shorter product.
     if c <= k:

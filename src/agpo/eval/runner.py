@@ -183,7 +183,11 @@ def _start_batch(
     rollout = sample(model, tokenizer, batch_prompts, temps, sampling, generator)
     timing.sample_s += time.perf_counter() - t0
     timing.tokens += rollout.num_generated_tokens
+    t1 = time.perf_counter()
     verdicts = _submit(reward_fn, [items[u // n] for u in units], rollout.texts)
+    # Nothing when a helper thread verifies; all of it when verification runs right here
+    # (workers=0, or a reward_fn without ``submit``): the eval waits either way.
+    timing.verify_s += time.perf_counter() - t1
     return _Batch(units, rollout, verdicts)
 
 

@@ -76,17 +76,27 @@ class RewardFn:
         """One result per (item, completion), in order; each within the per-item deadline."""
         if len(items) != len(completions):
             raise ValueError(f"{len(items)} items but {len(completions)} completions")
-        plans = [
-            [v.plan(it, c) for _, _, v in self._components] for it, c in zip(items, completions)
-        ]
+        # Samples of one problem repeat whole completions (a small model's short answers
+        # thousands of times in an n=1024 eval), so each distinct (item, completion) is planned
+        # and combined once; verifiers are pure functions of the pair, so no result changes.
+        # This is most of batch()'s in-process time, which the eval spends on its main thread.
+        first: dict[tuple[int, str], int] = {}
+        slots = [first.setdefault((id(it), c), len(first)) for it, c in zip(items, completions)]
+        unique = [(items[j], completions[j]) for j in _first_positions(slots, len(first))]
+        plans = [[v.plan(it, c) for _, _, v in self._components] for it, c in unique]
         verdicts = self._resolve([p for row in plans for p in row if isinstance(p, Pending)])
-        results = [self._combine([_result(p, verdicts) for p in row]) for row in plans]
+        distinct = [self._combine([_result(p, verdicts) for p in row]) for row in plans]
+        results = [distinct[k] for k in slots]
         if self.cfg.bad_gold == "error":
             for item, result in zip(items, results):
                 if result.failure == BAD_GOLD:
                     raise UserError(f"item {item.id!r}: gold answer {item.gold!r} does not parse")
+        uses = Counter(slots)
         self.stats["verdicts"] += len(results)
-        self.stats["inline"] += sum(isinstance(p, RewardResult) for row in plans for p in row)
+        for k, row in enumerate(plans):  # counted per sample, as if each had been planned
+            self.stats["inline"] += uses[k] * sum(isinstance(p, RewardResult) for p in row)
+            # a repeat of a worker-bound plan is what the cache would have answered
+            self.stats["cache_hits"] += (uses[k] - 1) * sum(isinstance(p, Pending) for p in row)
         return results
 
     def submit(
@@ -188,6 +198,16 @@ def _result(plan: Plan, verdicts: dict[tuple[str, ...], Verdict]) -> RewardResul
     if plan.if_gold_ok is not None and failure is None:
         score, failure = plan.if_gold_ok
     return RewardResult(score, plan.parsed, failure)
+
+
+def _first_positions(slots: list[int], count: int) -> list[int]:
+    """Where each of the ``count`` distinct values of ``slots`` (numbered 0, 1, … in order of
+    first use) first occurs."""
+    positions = [-1] * count
+    for j, k in enumerate(slots):
+        if positions[k] < 0:
+            positions[k] = j
+    return positions
 
 
 def build_reward(cfg: RewardConfig) -> RewardFn:

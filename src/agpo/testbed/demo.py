@@ -25,9 +25,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from agpo.algos.advantages import AdvantageConfig
 from agpo.algos.config import AlgoConfig
 from agpo.errors import UserError
+from agpo.eval.passk import pass_at_k, report_ks
 from agpo.testbed import tasks
 from agpo.testbed.build import Recipe, build_base_model
-from agpo.testbed.check import pass_at_k
 
 if TYPE_CHECKING:  # the trainer is imported when training starts: `agpo demo --help` stays quick
     from agpo.train.config import RunConfig
@@ -79,6 +79,14 @@ METHODS = _methods()
 DEMO_METHODS = ("grpo", "w_reinforce", "asym_grpo", "agpo_asym", "agpo_adaptive")
 
 
+def check_methods(methods: Sequence[str]) -> None:
+    """The --methods check of ``agpo demo`` and ``agpo testbed evidence``: at least one name, and
+    every name in METHODS (the error lists the valid ones)."""
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise UserError(f"--methods {' '.join(bad)}: valid names are {', '.join(METHODS)}")
+
+
 @dataclass(frozen=True)
 class DemoConfig:
     """agpo demo: train the methods on the built-in testbed and compare them with the base."""
@@ -110,9 +118,7 @@ class DemoConfig:
     """Show the progress display."""
 
     def __post_init__(self) -> None:
-        bad = [m for m in self.methods if m not in METHODS]
-        if bad or not self.methods:
-            raise UserError(f"--methods {' '.join(bad)}: valid names are {', '.join(METHODS)}")
+        check_methods(self.methods)
         if min(self.steps, self.prompts_per_step, self.n) < 1 or self.group_size < 2:
             raise UserError("--steps, --prompts-per-step, --n must be ≥ 1 and --group-size ≥ 2")
         if self.lr <= 0 or self.limit < 0:
@@ -227,7 +233,7 @@ def summarize_eval(eval_dir: Path, label: str) -> EvalSummary:
     """pass@k over all problems and over the S problems, from samples.jsonl."""
     n, correct, share_b = problem_counts(eval_dir)
     is_s = s_flags()
-    ks = _report_ks(n)
+    ks = report_ks(n)
 
     def curve(pids: Sequence[str]) -> dict[int, float]:
         return {k: sum(pass_at_k(n, correct[p], k) for p in pids) / max(1, len(pids)) for k in ks}
@@ -237,11 +243,6 @@ def summarize_eval(eval_dir: Path, label: str) -> EvalSummary:
         label, n, curve(list(correct)), curve([p for p in correct if is_s[p]]), share_b,
         passk.get("mean_token_entropy"),
     )
-
-
-def _report_ks(n: int) -> list[int]:
-    ks = [1 << i for i in range(n.bit_length()) if 1 << i <= n]
-    return ks if ks[-1] == n else [*ks, n]
 
 
 # --------------------------------------------------------------------------- report

@@ -22,10 +22,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agpo.errors import UserError
+from agpo.eval.passk import pass_at_k
 from agpo.testbed.build import Recipe, build_base_model
-from agpo.testbed.check import pass_at_k
 from agpo.testbed.demo import (
-    METHODS, DemoConfig, evaluate_model, problem_counts, s_flags, train_method,
+    METHODS, DemoConfig, check_methods, evaluate_model, problem_counts, s_flags, train_method,
 )
 
 # The methods the claims need come first, so a partial run already tests them.
@@ -59,9 +59,7 @@ class EvidenceConfig:
     """Show the progress display."""
 
     def __post_init__(self) -> None:
-        bad = [m for m in self.methods if m not in METHODS]
-        if bad or not self.methods:
-            raise UserError(f"--methods {' '.join(bad)}: valid names are {', '.join(METHODS)}")
+        check_methods(self.methods)
         if self.seeds < 1 or self.bootstrap < 10:
             raise UserError("--seeds must be ≥ 1 and --bootstrap ≥ 10")
 

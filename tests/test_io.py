@@ -1,0 +1,72 @@
+"""agpo.io: the one JSON-lines reader (file:line errors) and the env.json record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agpo.errors import UserError
+from agpo.io import ENV_PACKAGES, env_info, iter_jsonl, read_jsonl, resolve_device
+
+
+def test_rows_keep_their_file_line_numbers() -> None:
+    lines = ['{"a": 1}\n', "\n", "   \n", '{"a": 2}\n']
+    # blank lines 2 and 3 are skipped but still counted, so the second row is line 4
+    assert list(iter_jsonl(lines, "x.jsonl")) == [(1, {"a": 1}), (4, {"a": 2})]
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("{oops", "x.jsonl:2: not valid JSON (Expecting property name"),
+        ("[1, 2]", "x.jsonl:2: expected a JSON object, got list"),
+        ('"text"', "x.jsonl:2: expected a JSON object, got str"),
+    ],
+)
+def test_a_bad_line_names_file_and_line(line: str, message: str) -> None:
+    with pytest.raises(UserError) as e:
+        list(iter_jsonl(['{"a": 1}\n', line + "\n"], "x.jsonl"))
+    assert str(e.value).startswith(message)
+
+
+def test_the_unparseable_message_can_keep_a_callers_wording() -> None:
+    with pytest.raises(UserError, match=r"^in\.jsonl:1: not a JSON object \("):
+        list(iter_jsonl(["nope\n"], "in.jsonl", bad_json="not a JSON object"))
+
+
+def test_on_bad_skips_and_reports_each_bad_line() -> None:
+    bad: list[str] = []
+    lines = ["oops\n", '{"a": 1}\n', "[]\n"]
+    rows = list(iter_jsonl(lines, "x.jsonl", on_bad=lambda e: bad.append(str(e))))
+    assert rows == [(2, {"a": 1})]
+    assert [m.split(": ")[0] for m in bad] == ["x.jsonl:1", "x.jsonl:3"]
+
+
+def test_a_torn_last_line_is_skipped_only_when_asked() -> None:
+    lines = ['{"a": 1}\n', '{"a": 2}']  # the writer was killed before the second newline
+    assert list(iter_jsonl(lines, "s.jsonl")) == [(1, {"a": 1}), (2, {"a": 2})]
+    assert list(iter_jsonl(lines, "s.jsonl", skip_torn_tail=True)) == [(1, {"a": 1})]
+    torn = ['{"a": 1}\n', '{"a": ']  # half a row: an error unless torn tails are expected
+    assert list(iter_jsonl(torn, "s.jsonl", skip_torn_tail=True)) == [(1, {"a": 1})]
+    with pytest.raises(UserError, match=r"s\.jsonl:2: not valid JSON"):
+        list(iter_jsonl(torn, "s.jsonl"))
+
+
+def test_read_jsonl_reads_a_file_and_rejects_non_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"q": "é"}\n\n{"q": 2}\n', encoding="utf-8")
+    assert list(read_jsonl(path)) == [(1, {"q": "é"}), (3, {"q": 2})]
+    # The bad byte is on line 3: the error names that line, not the start of a read buffer.
+    path.write_bytes(b'{"q": 1}\n{"q": 2}\n{"q": "\xff"}\n')
+    with pytest.raises(UserError, match=rf"^{path}:3: not UTF-8 text"):
+        list(read_jsonl(path))
+
+
+def test_env_info_records_versions_and_the_device() -> None:
+    env = env_info(resolve_device("cpu"), seed=7)
+    assert env["device"] == "cpu" and env["cuda"] is None
+    assert env["seed"] == 7 and env["world_size"] == 1
+    assert list(env["packages"]) == list(ENV_PACKAGES)
+    assert env["packages"]["torch"]  # installed, so a version string, not null
+    assert env["git_sha"] is None or len(env["git_sha"]) == 40
