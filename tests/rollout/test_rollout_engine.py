@@ -7,6 +7,8 @@ import torch
 
 from agpo.errors import UserError
 from agpo.rollout import SamplingConfig, concat, sample, score, select
+from agpo.rollout.engine import response_logits, trim_padding
+from agpo.ops import logprobs_from_logits
 
 PROMPTS = ["12+34=", "7=", "abc+defgh=", "0"]
 
@@ -75,6 +77,25 @@ def test_tiny_top_p_is_greedy_and_decode_batches_concatenate(tiny_model, tiny_to
     assert torch.allclose(lp, chunked.logprobs, atol=1e-5)
     both = concat([whole, chunked], tiny_tokenizer.pad_token_id)
     assert both.num_sequences == 8 and both.texts[:4] == both.texts[4:]
+
+
+def test_trimming_all_padding_columns_changes_no_logprob(tiny_model, tiny_tokenizer):
+    # Rows 0 and 1 share the longest prompt ("abc+defgh=", 10 chars) only with padding removed:
+    # selecting "12+34=" and "7=" leaves 4 leading columns that are padding in both rows, and
+    # EOS made frequent leaves trailing response columns past both rows' ends.
+    tiny_model.generation_config.eos_token_id = tiny_tokenizer.convert_tokens_to_ids(list("0123456789"))
+    r = sample(tiny_model, tiny_tokenizer, PROMPTS * 4, torch.ones(16), SamplingConfig(max_new_tokens=10), _gen(2))
+    rows = select(r, [i for i in range(16) if PROMPTS[i % 4] in ("12+34=", "7=")])
+    short = trim_padding(rows)
+    assert short.prompt_ids.shape[1] == 6 and short.prompt_mask[:, 0].any()
+    assert short.response_ids.shape[1] == int(rows.response_mask.sum(-1).max())
+    # The untrimmed forward, by hand: full width, padding columns included.
+    full = response_logits(tiny_model, rows.prompt_ids, rows.prompt_mask, rows.response_ids,
+                           rows.response_mask, rows.temperatures)  # [n, T, V]
+    expected = logprobs_from_logits(full, rows.response_ids) * rows.response_mask
+    got, _ = score(tiny_model, rows, rows.temperatures, micro_batch=8)  # trims inside
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize(
