@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from agpo.errors import UserError
+from agpo.ops import logprobs_from_logits
 from agpo.rollout import SamplingConfig, concat, sample, score, select
 from agpo.rollout.engine import response_logits, trim_padding
-from agpo.ops import logprobs_from_logits
 
 PROMPTS = ["12+34=", "7=", "abc+defgh=", "0"]
 
@@ -80,15 +80,17 @@ def test_tiny_top_p_is_greedy_and_decode_batches_concatenate(tiny_model, tiny_to
 
 
 def test_trimming_all_padding_columns_changes_no_logprob(tiny_model, tiny_tokenizer):
-    # Rows 0 and 1 share the longest prompt ("abc+defgh=", 10 chars) only with padding removed:
-    # selecting "12+34=" and "7=" leaves 4 leading columns that are padding in both rows, and
-    # EOS made frequent leaves trailing response columns past both rows' ends.
+    # The batch is padded to "abc+defgh=" (10 chars): the rows of "7=" alone have 10 - 2 = 8
+    # leading columns of padding in every row. Digits end a response; keeping the "7=" rows
+    # that stopped early leaves trailing all-padding response columns too.
     tiny_model.generation_config.eos_token_id = tiny_tokenizer.convert_tokens_to_ids(list("0123456789"))
-    r = sample(tiny_model, tiny_tokenizer, PROMPTS * 4, torch.ones(16), SamplingConfig(max_new_tokens=10), _gen(2))
-    rows = select(r, [i for i in range(16) if PROMPTS[i % 4] in ("12+34=", "7=")])
+    r = sample(tiny_model, tiny_tokenizer, PROMPTS * 8, torch.ones(32), SamplingConfig(max_new_tokens=10), _gen(2))
+    lengths = r.response_mask.sum(-1)
+    rows = select(r, [i for i in range(1, 32, 4) if lengths[i] < 10])  # "7=" rows that stopped early
+    assert rows.num_sequences >= 2
     short = trim_padding(rows)
-    assert short.prompt_ids.shape[1] == 6 and short.prompt_mask[:, 0].any()
-    assert short.response_ids.shape[1] == int(rows.response_mask.sum(-1).max())
+    assert short.prompt_ids.shape[1] == 2 and short.prompt_mask.all()
+    assert short.response_ids.shape[1] == int(rows.response_mask.sum(-1).max()) < 10
     # The untrimmed forward, by hand: full width, padding columns included.
     full = response_logits(tiny_model, rows.prompt_ids, rows.prompt_mask, rows.response_ids,
                            rows.response_mask, rows.temperatures)  # [n, T, V]

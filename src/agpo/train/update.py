@@ -151,7 +151,7 @@ def _micro_batch_loss(
                              rows.response_mask, batch.temperatures[mb])  # [n, T', V]
     logprobs = logprobs_from_logits(logits, rows.response_ids) * rows.response_mask
     if spec.entropy_coef != 0:
-        entropy = entropy_from_logits(logits)  # [n, T], differentiable for the bonus
+        entropy = entropy_from_logits(logits)  # [n, T'], differentiable for the bonus
     elif spec.log_entropy and stats.steps == 0:
         with torch.no_grad():
             entropy = entropy_from_logits(logits)
