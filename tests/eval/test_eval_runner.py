@@ -101,19 +101,7 @@ def test_resume_after_kill_equals_uninterrupted(
     full_run, tiny_model_dir: Path, task_file: Path, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    calls = {"n": 0}
-    real_sample = runner.sample
-
-    def dies_on_third_batch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real_sample(*args, **kwargs)
-
-    monkeypatch.setattr(runner, "sample", dies_on_third_batch)
-    with pytest.raises(KeyboardInterrupt):
-        evaluate(tiny_model_dir, str(task_file), N, tmp_path, **SETTINGS)
-    monkeypatch.setattr(runner, "sample", real_sample)
+    _interrupt_on_third_batch(monkeypatch, tiny_model_dir, task_file, tmp_path, SETTINGS)
     # A kill in the middle of a write leaves a torn line and half of a batch.
     samples = tmp_path / "samples.jsonl"
     lines = samples.read_text().splitlines(keepends=True)
@@ -174,19 +162,7 @@ def test_overlapped_resume_keeps_the_verified_batch(
     # Interrupted while sampling batch 3, batch 2 is sampled and under verification: it is
     # still written (10 rows, as in the serial loop), and resume completes the grid.
     settings = {**SETTINGS, "workers": 1}
-    calls = {"n": 0}
-    real_sample = runner.sample
-
-    def dies_on_third_batch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real_sample(*args, **kwargs)
-
-    monkeypatch.setattr(runner, "sample", dies_on_third_batch)
-    with pytest.raises(KeyboardInterrupt):
-        evaluate(tiny_model_dir, str(task_file), N, tmp_path, **settings)
-    monkeypatch.setattr(runner, "sample", real_sample)
+    _interrupt_on_third_batch(monkeypatch, tiny_model_dir, task_file, tmp_path, settings)
     assert len((tmp_path / "samples.jsonl").read_text().splitlines()) == 10
     resumed = evaluate(tiny_model_dir, str(task_file), N, tmp_path, **settings)
     full_out, full_result = full_run
@@ -236,3 +212,22 @@ def test_batch_is_verified_while_the_next_samples(
     # 48 units in batches of 20: batch b is collected only after batch b+1 has sampled
     assert events == ["sample", "submit", "sample", "submit", "collect",
                       "sample", "submit", "collect", "collect"]
+
+
+def _interrupt_on_third_batch(
+    monkeypatch: pytest.MonkeyPatch, model_dir: Path, task_file: Path, out: Path, settings: dict
+) -> None:
+    """Run an eval into ``out`` that is interrupted (Ctrl-C) when it samples its third batch."""
+    calls = {"n": 0}
+    real_sample = runner.sample
+
+    def dies_on_third_batch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_sample(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "sample", dies_on_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(model_dir, str(task_file), N, out, **settings)
+    monkeypatch.setattr(runner, "sample", real_sample)
