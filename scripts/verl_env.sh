@@ -17,8 +17,9 @@ PYTHON="${PYTHON:-python3}"
 TORCH_PIN="${TORCH_PIN:-torch==2.13.0}"
 VERL_PIN="${VERL_PIN:-verl==0.9.1}"
 STAMP="$VENV/.agpo-verl-installed"
-# The stamp records the pins and this script's hash, so editing the recipe rebuilds.
-KEY="$TORCH_PIN $VERL_PIN $(sha256sum "${BASH_SOURCE[0]}" | cut -c1-16)"
+# The stamp records the pins and the hashes of this script and of agpo's pyproject.toml (its
+# entry points, e.g. the verl plugin, are installed metadata), so editing either re-installs.
+KEY="$TORCH_PIN $VERL_PIN $(sha256sum "${BASH_SOURCE[0]}" "$ROOT/pyproject.toml" | cut -c1-16 | tr '\n' ' ')"
 
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$KEY" ]]; then
     echo "verl environment ready: $VENV"

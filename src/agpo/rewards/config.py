@@ -38,6 +38,13 @@ class RewardConfig:
     max_answer_chars: int = 1000
     """Longest extracted answer handed to the math parser; longer scores 0 ('too_long')."""
 
+    exact_pattern: str = ""
+    """`exact` verifier: a regex locating the answer in the completion; the last match's group 1
+    (the whole match when it has no group), stripped, is compared with the stripped gold; no
+    match scores 0 ('no_answer'). Empty: the task's own meta 'exact_pattern' if it names one,
+    else the whole stripped completion is the answer. Keep it linear (no nested quantifiers):
+    it runs in-process on model output, without the worker deadline."""
+
     labels: tuple[str, ...] = ("E", "S", "C", "I")
     """Label set of the `label` verifier, in ordinal order (e.g. 1 2 3 4 5 for a graded scale)."""
 
@@ -84,7 +91,8 @@ class RewardConfig:
         if "{labels}" not in self.label_pattern:
             raise ValueError("--reward.label-pattern must contain '{labels}' (the label group)")
         for name, pattern in (("label-pattern", self.label_regex.pattern),
-                              ("format-pattern", self.format_pattern)):
+                              ("format-pattern", self.format_pattern),
+                              ("exact-pattern", self.exact_pattern)):
             try:
                 re.compile(pattern)
             except re.error as e:

@@ -9,10 +9,12 @@ worker pool.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Protocol
 
+from agpo.errors import UserError
 from agpo.registry import Registry
 from agpo.rewards.config import RewardConfig
 from agpo.rewards.extract import (
@@ -105,7 +107,15 @@ class MathVerifier:
 
 @dataclass(frozen=True)
 class ExactVerifier:
-    """Stripped exact string match, in-process (the built-in testbed's verifier)."""
+    """Stripped exact string match, in-process (the built-in testbed's verifier).
+
+    With an answer pattern (``cfg.exact_pattern``, else the item's ``meta["exact_pattern"]``)
+    only the answer it locates is compared: the last match's group 1 (whole match without a
+    group), stripped. E.g. pattern ``\\|([0-9]+)\\s*$`` on ``" 3+4=7,5+2=7,1+1=2|772"``
+    parses ``"772"``; a completion without a match scores 0 with failure ``"no_answer"``.
+    The task's pattern lets ``agpo eval`` (verifier from meta) and ``agpo train
+    --reward.verifier exact`` grade a worked-steps task without extra flags.
+    """
 
     cfg: RewardConfig
 
@@ -113,8 +123,28 @@ class ExactVerifier:
         gold = item.gold.strip()
         if not gold:
             return RewardResult(0.0, None, BAD_GOLD)
-        answer = completion.strip()
+        pattern = self.cfg.exact_pattern or item.meta.get("exact_pattern") or ""
+        if not pattern:
+            answer = completion.strip()
+            return _verdict(answer == gold, answer[: self.cfg.max_answer_chars])
+        last = None
+        for last in _compile(pattern, item.id).finditer(completion):
+            pass
+        if last is None:
+            return RewardResult(0.0, None, "no_answer")
+        answer = (last.group(1) if last.re.groups else last.group(0)) or ""
+        answer = answer.strip()
         return _verdict(answer == gold, answer[: self.cfg.max_answer_chars])
+
+
+@functools.lru_cache(maxsize=64)
+def _compile(pattern: str, item_id: str) -> re.Pattern[str]:
+    # Cached per (pattern, item) only so a bad task pattern names the first item it broke on;
+    # re's own cache makes the compile itself cheap.
+    try:
+        return re.compile(pattern)
+    except re.error as e:
+        raise UserError(f"item {item_id!r}: exact pattern {pattern!r} is not a regex ({e})") from None
 
 
 @dataclass(frozen=True)

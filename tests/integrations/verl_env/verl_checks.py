@@ -203,3 +203,22 @@ def test_documented_recipe_composes_and_validates_with_verl_config():
     loss_fn = core_algos.get_policy_loss_fn(actor.policy_loss.loss_mode)
     assert loss_fn is core_algos.get_policy_loss_fn(POLICY_LOSS_NAME)
     assert clip_range(actor) == (0.2, 0.28)
+
+
+def test_plugin_entry_point_loads_agpo_without_the_environment_variable():
+    # pyproject.toml declares agpo under verl's "verl.plugins" entry points, so installing agpo
+    # beside verl is enough: a fresh interpreter with no VERL_USE_EXTERNAL_MODULES finds it.
+    import subprocess
+    import sys
+
+    probe = (
+        "import verl\n"
+        "from verl.trainer.ppo import core_algos as c\n"
+        "print(sorted(set(c.ADV_ESTIMATOR_REGISTRY) & {'agpo_asym', 'asym_grpo', 'nsr'}))\n"
+        "print(c.get_policy_loss_fn('" + POLICY_LOSS_NAME + "').__module__)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "VERL_USE_EXTERNAL_MODULES"}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         env=env, timeout=300, check=True).stdout.splitlines()
+    assert out[-2] == "['agpo_asym', 'asym_grpo', 'nsr']"
+    assert out[-1].startswith("agpo.integrations.verl")
