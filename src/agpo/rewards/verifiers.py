@@ -128,7 +128,11 @@ class ExactVerifier:
             answer = completion.strip()
             return _verdict(answer == gold, answer[: self.cfg.max_answer_chars])
         last = None
-        for last in _compile(pattern, item.id).finditer(completion):
+        try:
+            regex = _compile(pattern)
+        except re.error as e:
+            raise UserError(f"item {item.id!r}: exact pattern {pattern!r} is not a regex ({e})") from None
+        for last in regex.finditer(completion):
             pass
         if last is None:
             return RewardResult(0.0, None, "no_answer")
@@ -138,13 +142,8 @@ class ExactVerifier:
 
 
 @functools.lru_cache(maxsize=64)
-def _compile(pattern: str, item_id: str) -> re.Pattern[str]:
-    # Cached per (pattern, item) only so a bad task pattern names the first item it broke on;
-    # re's own cache makes the compile itself cheap.
-    try:
-        return re.compile(pattern)
-    except re.error as e:
-        raise UserError(f"item {item_id!r}: exact pattern {pattern!r} is not a regex ({e})") from None
+def _compile(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
 
 
 @dataclass(frozen=True)
