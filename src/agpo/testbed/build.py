@@ -37,7 +37,8 @@ class Recipe:
     """Everything the base model's weights depend on (its hash names the cache folder)."""
 
     task: str = "testbed_add"
-    """The testbed task whose corpus the model is pretrained on (only testbed_add so far)."""
+    """The testbed task whose corpus the model is pretrained on: testbed_add (answer only) or
+    testbed_add_steps (column sums written before the answer)."""
     p_b: float = 0.03
     """Share of the rare strategy B (right only on S problems) in the corpus."""
     p_s: float = tasks.S_SHARE
@@ -58,8 +59,9 @@ class Recipe:
     weight_decay: float = 0.01
 
     def __post_init__(self) -> None:
-        if self.task != "testbed_add":
-            raise UserError(f"testbed recipe task {self.task!r}: only 'testbed_add' exists")
+        if self.task not in tasks.TASK_ALPHABETS:
+            raise UserError(f"testbed recipe task {self.task!r}: use one of "
+                            f"{', '.join(sorted(tasks.TASK_ALPHABETS))}")
 
     def hash(self) -> str:
         blob = json.dumps({"version": RECIPE_VERSION, **asdict(self)}, sort_keys=True)
@@ -78,8 +80,10 @@ def model_dir(seed: int, recipe: Recipe) -> Path:
     return cache_root() / "testbed" / f"{recipe.hash()}-seed{seed}"
 
 
-def testbed_tokenizer() -> PreTrainedTokenizerFast:
-    return char_tokenizer(tasks.ALPHABET)
+def testbed_tokenizer(task: str = "testbed_add") -> PreTrainedTokenizerFast:
+    """The character tokenizer of a testbed task (testbed_add's ids stay those of its alphabet,
+    so its cached models keep loading)."""
+    return char_tokenizer(tasks.TASK_ALPHABETS[task])
 
 
 # --------------------------------------------------------------------------- corpus
@@ -96,17 +100,22 @@ def corpus_text(rng: random.Random, recipe: Recipe, held_out: frozenset[int]) ->
     for col in (0, 2):  # never the tens digit: the only one A and B disagree on
         if rng.random() < recipe.noise:
             digits[col] = (digits[col] + rng.randint(1, 9)) % 10
+    if recipe.task == "testbed_add_steps":
+        return p.prompt + tasks.render_steps(p, strategy, digits)
     return p.prompt + tasks.render_completion(strategy, digits)
 
 
 def encode_batch(texts: list[str], tok: PreTrainedTokenizerFast) -> torch.Tensor:
-    """Token ids [N, L] of equal-length corpus texts, EOS appended.
+    """Token ids [N, L] of corpus texts, EOS appended, right-padded with the pad id to the
+    longest (testbed_add's texts are equal-length: no padding).
 
     A character lookup instead of ``tok.encode``: the fast tokenizer's per-call overhead was a
     sixth of the pretraining time. Equal to ``tok.encode`` (a test checks).
     """
     vocab = tok.get_vocab()
-    return torch.tensor([[vocab[c] for c in t] + [tok.eos_token_id] for t in texts])
+    rows = [[vocab[c] for c in t] + [tok.eos_token_id] for t in texts]
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
 
 
 # --------------------------------------------------------------------------- pretraining
@@ -123,7 +132,7 @@ def pretrain(
     seed: int, recipe: Recipe, progress: Callable[[int, float], None] | None = None
 ) -> tuple[torch.nn.Module, PreTrainedTokenizerFast, list[float]]:
     """Train the tiny Llama on the corpus; returns (model, tokenizer, loss per step)."""
-    tok = testbed_tokenizer()
+    tok = testbed_tokenizer(recipe.task)
     model = tiny_llama(
         len(tok), recipe.hidden, recipe.layers, recipe.heads, recipe.kv_heads, 64, seed=seed
     )
@@ -140,6 +149,8 @@ def pretrain(
         # model has no use for predicting.
         logits = model(input_ids=ids[:, :-1]).logits[:, PROMPT_LEN - 1 :]  # (N, T+1, V)
         targets = ids[:, PROMPT_LEN:]  # (N, T+1)
+        if recipe.task != "testbed_add":  # worked steps vary in length: skip the padding
+            targets = targets.masked_fill(targets == tok.pad_token_id, -100)
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, recipe)

@@ -17,6 +17,9 @@ class BuildConfig:
 
     seed: int = 0
     """Pretraining seed (same seed and recipe → same weights)."""
+    task: str = Recipe().task
+    """Testbed task of the corpus: testbed_add (answer only) or testbed_add_steps (worked
+    column sums; train on it with --model.path testbed:testbed_add_steps)."""
     steps: int = Recipe().steps
     """Pretraining steps."""
     force: bool = False
@@ -31,7 +34,7 @@ def build_main(argv: list[str]) -> int:
 
     cfg = tyro.cli(BuildConfig, args=argv, prog="agpo testbed build")
     torch.set_num_threads(1)
-    recipe = replace(Recipe(), steps=cfg.steps)
+    recipe = replace(Recipe(), task=cfg.task, steps=cfg.steps)
     with Progress() as bar:
         task = bar.add_task("pretrain", total=recipe.steps)
         path = build_base_model(cfg.seed, recipe, force=cfg.force,

@@ -169,3 +169,56 @@ def load_testbed_add(split: str = "test", limit: int | None = None) -> list[Task
     if limit is not None:
         problems = problems[:limit]
     return [to_item(p, i, split, "testbed_add") for i, p in enumerate(problems)]
+
+
+# --------------------------------------------------------------------------- worked steps
+#
+# testbed_add_steps: the same problems, S/non-S split, strategies, markers and answer rule as
+# testbed_add, but the completion first writes each column's digit sum, units first:
+#   A: " 3+4=7,5+2=7,1+1=2|772"      (column sums, never a carry)
+#   B: "\t3+4=7,5+2+1=8,1+1=2|872"   (the tens step adds the carry B always assumes)
+# A's steps are always true column sums (on S it then drops the units carry); B's tens step is
+# the only one that differs from A's, and it is right exactly on S problems. A units sum ≥ 10 is
+# written in full ("7+5=12"), so outputs vary in length (22–25 characters + EOS) and the length
+# and entropy diagnostics have something to measure. Noise, as in testbed_add, touches only the
+# final units and hundreds digits after "|": the steps stay clean, so RL can learn to copy them.
+
+STEPS_ALPHABET = ALPHABET + ",|"
+"""testbed_add_steps' characters (testbed_add's alphabet, unchanged, plus the separators)."""
+
+STEPS_PATTERN = r"\|([0-9]+)\s*$"
+"""The answer of a worked-steps completion: the digits after the last "|" that end it."""
+
+
+def step_sums(p: Problem, strategy: str) -> list[tuple[int, int, int, int]]:
+    """(a_i, b_i, carry_in, column value) per column, units first, as the strategy writes it."""
+    carries = (0, 1 if strategy == "B" else 0, 0)
+    return [(x, y, c, x + y + c) for x, y, c in zip(p.a, p.b, carries, strict=True)]
+
+
+def render_steps(p: Problem, strategy: str, digits: Sequence[int]) -> str:
+    """The worked completion: marker, the strategy's column steps, "|", the answer digits."""
+    steps = ",".join(
+        f"{x}+{y}+{c}={v}" if c else f"{x}+{y}={v}" for x, y, c, v in step_sums(p, strategy)
+    )
+    return MARKERS[strategy] + steps + "|" + "".join(map(str, digits))
+
+
+def to_steps_item(p: Problem, index: int, split: str) -> TaskItem:
+    item = to_item(p, index, split, "testbed_add_steps")
+    return TaskItem(item.id, item.prompt, item.gold,
+                    {**item.meta, "exact_pattern": STEPS_PATTERN})
+
+
+def load_testbed_add_steps(split: str = "test", limit: int | None = None) -> list[TaskItem]:
+    """testbed_add's problems (same splits, same order), graded on the answer after "|"."""
+    if split not in _SPLIT_SEED:
+        raise UserError(f"--split {split!r}: the testbed has {', '.join(_SPLIT_SEED)}")
+    problems = test_problems() if split == "test" else train_problems()
+    if limit is not None:
+        problems = problems[:limit]
+    return [to_steps_item(p, i, split) for i, p in enumerate(problems)]
+
+
+TASK_ALPHABETS = {"testbed_add": ALPHABET, "testbed_add_steps": STEPS_ALPHABET}
+"""The testbed tasks a base model can be pretrained on, with their tokenizer alphabets."""

@@ -31,8 +31,10 @@ class ModelConfig:
     """The policy (and, when the KL coefficient is > 0, a frozen copy as reference)."""
 
     path: str = "testbed"
-    """A from_pretrained folder with its tokenizer; 'testbed' (the built-in testbed base model,
-    built and cached on first use); or 'tiny' (a random-init tiny Llama, character tokenizer)."""
+    """A from_pretrained folder with its tokenizer; 'testbed' (the built-in testbed base model of
+    testbed_add, built and cached on first use), 'testbed:TASK' (the base model of another
+    testbed task, e.g. testbed:testbed_add_steps); or 'tiny' (a random-init tiny Llama,
+    character tokenizer)."""
     dtype: Literal["fp32", "bf16"] = "fp32"
     """Parameter dtype of policy and reference model."""
     device: str = "auto"
