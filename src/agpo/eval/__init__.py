@@ -9,8 +9,7 @@ Names are imported lazily (PEP 562) so ``agpo passk`` (agpo.eval.passk) starts w
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from agpo.lazy import lazy_exports
 
 _EXPORTS = {
     "evaluate": "agpo.eval.cli",
@@ -20,10 +19,4 @@ _EXPORTS = {
     "summarize_samples": "agpo.eval.summary",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'agpo.eval' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, __all__ = lazy_exports("agpo.eval", _EXPORTS)

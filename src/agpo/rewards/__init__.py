@@ -10,8 +10,7 @@ verification worker processes — does not drag torch into them through ``agpo.t
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from agpo.lazy import lazy_exports
 
 _EXPORTS = {
     "RewardConfig": "agpo.rewards.config",
@@ -24,10 +23,4 @@ _EXPORTS = {
     "WorkerPool": "agpo.rewards.pool",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'agpo.rewards' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, __all__ = lazy_exports("agpo.rewards", _EXPORTS)
