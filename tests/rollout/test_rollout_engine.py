@@ -46,6 +46,36 @@ def test_rows_stop_at_their_first_eos_which_is_kept_in_the_mask(tiny_model, tiny
     assert r.num_generated_tokens == int(lengths.sum())
 
 
+@pytest.mark.parametrize("top_p", [1.0, 0.9])
+def test_finished_rows_leave_the_decode_batch_and_the_samples_stay_the_same(tiny_model, tiny_tokenizer,
+                                                                            monkeypatch, top_p):
+    from transformers.cache_utils import Cache, DynamicLayer
+
+    stops = [tiny_tokenizer.eos_token_id] + tiny_tokenizer.convert_tokens_to_ids(list("0123456789abc"))
+    tiny_model.generation_config.eos_token_id = stops  # lengths from 1 to 16
+    temps = torch.tensor([0.5, 1.0, 1.5, 0.8] * 6)
+    cfg = SamplingConfig(max_new_tokens=16, top_p=top_p)
+    calls: list[int] = []
+    select_rows = Cache.batch_select_indices
+    monkeypatch.setattr(Cache, "batch_select_indices",
+                        lambda self, idx: (calls.append(len(idx)), select_rows(self, idx))[1])
+    compacted = sample(tiny_model, tiny_tokenizer, PROMPTS * 6, temps, cfg, _gen(3))
+    assert calls and calls[-1] < 24 / 4  # rows did leave, more than once
+    monkeypatch.delattr(DynamicLayer, "batch_select_indices")  # the full batch to the end
+    calls.clear()
+    full = sample(tiny_model, tiny_tokenizer, PROMPTS * 6, temps, cfg, _gen(3))
+    assert not calls
+    for field in ("response_ids", "response_mask", "truncated"):
+        assert torch.equal(getattr(compacted, field), getattr(full, field)), field
+    assert compacted.texts == full.texts
+    # A forward over fewer rows rounds differently (BLAS blocking), nothing more.
+    assert torch.allclose(compacted.logprobs, full.logprobs, atol=1e-6, rtol=0)
+    lengths = full.response_mask.sum(-1)
+    assert lengths.min() < 4 and lengths.max() == 16
+    rescored, _ = score(tiny_model, compacted, compacted.temperatures, micro_batch=24)
+    assert torch.allclose(rescored, compacted.logprobs, atol=1e-5)
+
+
 def test_left_padding_does_not_change_a_rows_distribution(tiny_model, tiny_tokenizer):
     r = sample(tiny_model, tiny_tokenizer, PROMPTS, torch.ones(4), SamplingConfig(max_new_tokens=8), _gen())
     assert tiny_tokenizer.padding_side == "left"

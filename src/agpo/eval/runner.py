@@ -50,9 +50,10 @@ def batches(num_items: int, n: int, batch_size: int) -> Iterator[tuple[int, rang
         yield b, range(start, min(start + batch_size, total))
 
 
-def batch_generator(seed: int, batch: int) -> torch.Generator:
+def batch_generator(seed: int, batch: int, device: torch.device | str = "cpu") -> torch.Generator:
     # Distinct, reproducible streams per batch; the multiplier keeps (seed, batch) pairs apart.
-    return torch.Generator().manual_seed(seed * 1_000_003 + batch)
+    # On the model's device: the sampler draws its noise there.
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + batch)
 
 
 def _rows(
@@ -118,6 +119,7 @@ def evaluate_items(
                 done.add((str(row["problem_id"]), int(row["sample"])))
                 tally([row], into=tallies)
     prompts = [render_prompt(it, template, tokenizer) for it in items]
+    device = next(model.parameters()).device
     todo = [(b, units) for b, units in batches(len(items), n, sampling.batch_size)
             if any((items[u // n].id, u % n) not in done for u in units)]
     with _progress(progress) as bar:
@@ -138,7 +140,7 @@ def evaluate_items(
         try:
             for b, units in todo:
                 batch = _start_batch(model, tokenizer, items, prompts, n, units, sampling,
-                                     reward_fn, batch_generator(seed, b), timing)
+                                     reward_fn, batch_generator(seed, b, device), timing)
                 if pending is not None:
                     previous, pending = pending, None
                     finish(previous)

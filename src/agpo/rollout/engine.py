@@ -48,7 +48,9 @@ def sample(
     """Sample one response per prompt string (prompts already repeated G times, grouped).
 
     temperatures [N]: the temperature of each row. Decodes ``cfg.batch_size`` rows at a time
-    with a KV cache; a row stops at its first EOS (kept in the response and its mask).
+    with a KV cache; a row stops at its first EOS (kept in the response and its mask), and
+    finished rows leave the decode batch once they are half of it (long-tailed lengths then
+    cost the tail's rows, not the whole batch's).
     Returns a Rollout with prompt_ids/prompt_mask [N, P], response_ids/response_mask/logprobs
     [N, T], truncated [N] and the decoded texts (special tokens stripped).
     """
@@ -79,41 +81,56 @@ def _sample_batch(
     enc = tokenizer(prompts, return_tensors="pt", padding=True)
     prompt_ids = enc["input_ids"].to(device)  # [n, P]
     prompt_mask = enc["attention_mask"].to(device)  # [n, P]
-    n = prompt_ids.shape[0]
+    n, width = prompt_ids.shape[0], cfg.max_new_tokens
     # At τ = 1 everywhere skip the per-token [n, V] multiply (x · 1 == x exactly).
     inv_tau = None if bool((temperatures == 1.0).all()) else (1.0 / temperatures).to(device).unsqueeze(-1)  # [n, 1]
     stop = torch.tensor(eos_ids(model, tokenizer), device=device)
     pad = tokenizer.pad_token_id
 
+    response_ids = prompt_ids.new_full((n, width), pad)  # [n, T]
+    response_mask = torch.zeros(n, width, dtype=torch.long, device=device)  # [n, T]
+    logprobs = torch.zeros(n, width, device=device)  # [n, T]
     attn = prompt_mask
     # Left padding shifts every row; positions count real tokens only so a padded row sees the
     # same positions as it would alone.
     pos = (attn.cumsum(-1) - 1).clamp_min(0)
     out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=pos, use_cache=True,
                 logits_to_keep=1)
-    done = torch.zeros(n, dtype=torch.bool, device=device)
-    tokens, logps, alive = [], [], []
-    for _ in range(cfg.max_new_tokens):
-        logits = out.logits[:, -1].float()  # [n, V]
-        logp = F.log_softmax(logits if inv_tau is None else logits * inv_tau, dim=-1)  # [n, V]
-        tok = _draw(logp, cfg.top_p, generator)  # [n]
-        tok = tok.masked_fill(done, pad)
-        tokens.append(tok)
-        logps.append(logp.gather(-1, tok.unsqueeze(-1)).squeeze(-1).masked_fill(done, 0.0))
-        alive.append(~done)
+    cache = out.past_key_values
+    layers = getattr(cache, "layers", None)  # transformers' Cache; legacy tuple caches have none
+    compactable = bool(layers) and all(hasattr(layer, "batch_select_indices") for layer in layers)
+    rows = torch.arange(n, device=device)  # the prompt row of each row still in the decode batch
+    done = torch.zeros(n, dtype=torch.bool, device=device)  # [m]: finished, still in the batch
+    for t in range(width):
+        logits = out.logits[:, -1].float()  # [m, V]
+        logp = F.log_softmax(logits if inv_tau is None else logits * inv_tau, dim=-1)  # [m, V]
+        tok = _draw(logp, cfg.top_p, _race_noise(n, logp.shape[-1], rows, device, generator))  # [m]
+        live = rows[~done]
+        response_ids[live, t] = tok[~done]
+        logprobs[live, t] = logp.gather(-1, tok.unsqueeze(-1)).squeeze(-1)[~done]
+        response_mask[live, t] = 1
         done = done | torch.isin(tok, stop)
-        if bool(done.all()):  # one host sync per token; a forward costs far more
+        finished = int(done.sum())  # one host sync per token; a forward costs far more
+        if finished == done.numel():
+            width = t + 1
             break
-        attn = torch.cat([attn, attn.new_ones(n, 1)], dim=-1)
+        # Finished rows leave the decode batch once they are half of it: re-indexing the cache is
+        # a copy, paid back by every later forward running on the smaller batch.
+        if compactable and 2 * finished >= done.numel():
+            keep = (~done).nonzero().squeeze(-1)
+            cache.batch_select_indices(keep)
+            rows, attn, pos, tok, done = rows[keep], attn[keep], pos[keep], tok[keep], done[keep]
+            inv_tau = None if inv_tau is None else inv_tau[keep]
+        attn = torch.cat([attn, attn.new_ones(attn.shape[0], 1)], dim=-1)
         pos = pos[:, -1:] + 1
-        out = model(input_ids=tok.unsqueeze(-1), attention_mask=attn, position_ids=pos,
-                    past_key_values=out.past_key_values, use_cache=True)
+        out = model(input_ids=tok.masked_fill(done, pad).unsqueeze(-1), attention_mask=attn,
+                    position_ids=pos, past_key_values=cache, use_cache=True)
 
-    response_ids = torch.stack(tokens, dim=1)  # [n, T]
-    response_mask = torch.stack(alive, dim=1).long()  # [n, T], 1 up to and incl. EOS
-    lengths = response_mask.sum(-1).tolist()
+    response_ids, response_mask, logprobs = response_ids[:, :width], response_mask[:, :width], logprobs[:, :width]
+    lengths = response_mask.sum(-1)  # [n] ≥ 1: every row draws at least one token
+    last = response_ids.gather(-1, (lengths - 1).unsqueeze(-1)).squeeze(-1)  # [n]
     texts = tokenizer.batch_decode(
-        [row[:k] for row, k in zip(response_ids.tolist(), lengths, strict=True)],
+        [row[:k] for row, k in zip(response_ids.tolist(), lengths.tolist(), strict=True)],
         skip_special_tokens=True,
     )
     return Rollout(
@@ -121,15 +138,35 @@ def _sample_batch(
         prompt_mask=prompt_mask,
         response_ids=response_ids,
         response_mask=response_mask,
-        logprobs=torch.stack(logps, dim=1),
+        logprobs=logprobs,
         temperatures=temperatures.to(device),
-        truncated=~done,
+        truncated=~torch.isin(last, stop),
         texts=texts,
     )
 
 
-def _draw(logp: torch.Tensor, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
-    """One token per row from exp(logp) [n, V], restricted to the top-p nucleus when top_p < 1."""
+def _race_noise(
+    n: int, vocab: int, rows: torch.Tensor, device: torch.device, generator: torch.Generator | None,
+) -> torch.Tensor:
+    """Exp(1) noise [m, V] for the exponential race, drawn for all n rows of the batch and then
+    restricted to the m rows still decoding.
+
+    Drawing for every row keeps each row's noise independent of which rows already left the
+    batch, so dropping finished rows changes no sample (up to the rounding of a forward over
+    fewer rows).
+    """
+    where = generator.device if generator is not None else device  # a generator draws on its own device
+    q = torch.empty(n, vocab, device=where).exponential_(1.0, generator=generator).to(device)  # [n, V]
+    return q if rows.numel() == n else q[rows]
+
+
+def _draw(logp: torch.Tensor, top_p: float, noise: torch.Tensor) -> torch.Tensor:
+    """One token per row from exp(logp) [m, V], restricted to the top-p nucleus when top_p < 1.
+
+    The exponential race: argmax p / q with q ~ Exp(1) [m, V] draws token i with probability
+    p_i / Σp. It is the algorithm (and, with the same generator, the very stream) that
+    torch.multinomial uses for one sample.
+    """
     probs = logp.exp()
     if top_p < 1.0:
         sorted_p, order = probs.sort(dim=-1, descending=True)
@@ -137,7 +174,7 @@ def _draw(logp: torch.Tensor, top_p: float, generator: torch.Generator | None) -
         drop = (sorted_p.cumsum(-1) - sorted_p) >= top_p
         sorted_p = sorted_p.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return (probs / noise).argmax(-1)
 
 
 def _pad_right(x: torch.Tensor, width: int, value: float) -> torch.Tensor:

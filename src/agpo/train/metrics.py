@@ -56,7 +56,10 @@ class MetricsLog:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+            # On resume, TensorBoard discards the events of steps after the checkpoint (they are
+            # redone), as metrics.jsonl does above; otherwise the curves would fold back on themselves.
+            purge = resume_step + 1 if resume_step is not None else None
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge)
 
     def _truncate(self, step: int) -> None:
         """Drop rows logged after the checkpoint we resume from (they will be redone)."""
