@@ -70,3 +70,5 @@ def test_env_info_records_versions_and_the_device() -> None:
     assert list(env["packages"]) == list(ENV_PACKAGES)
     assert env["packages"]["torch"]  # installed, so a version string, not null
     assert env["git_sha"] is None or len(env["git_sha"]) == 40
+    assert (env["git_dirty"] is None) == (env["git_sha"] is None)
+    assert env["cpu"] is None or env["cpu"].strip()

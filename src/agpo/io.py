@@ -133,26 +133,53 @@ def env_info(device: torch.device, *, seed: int, world_size: int = 1) -> dict[st
     return {
         "agpo": agpo.__version__,
         "git_sha": git_sha(),
+        "git_dirty": git_dirty(),
         "packages": {p: _version(p) for p in ENV_PACKAGES},
         "python": platform.python_version(),
         "seed": seed,
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
         "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
         "world_size": world_size,
     }
 
 
-def git_sha() -> str | None:
-    """HEAD of the checkout agpo is imported from; None for an installed wheel or without git."""
+def _git(*args: str) -> str | None:
+    """stdout of a git command run in agpo's own folder; None without git or outside a checkout."""
     try:
-        res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, cwd=Path(__file__).parent)
+        res = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return (res.stdout.strip() or None) if res.returncode == 0 else None
+    return res.stdout if res.returncode == 0 else None
+
+
+def git_sha() -> str | None:
+    """HEAD of the checkout agpo is imported from; None for an installed wheel or without git."""
+    out = _git("rev-parse", "HEAD")
+    return (out.strip() or None) if out is not None else None
+
+
+def git_dirty() -> bool | None:
+    """Whether tracked files of that checkout differ from HEAD (then the SHA alone does not
+    name the code that ran); None where git_sha is None."""
+    out = _git("status", "--porcelain", "--untracked-files=no")
+    return bool(out.strip()) if out is not None else None
+
+
+def cpu_name() -> str | None:
+    """The processor's model name: results that pretrain and train for many steps depend on
+    its floating-point rounding."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def _version(pkg: str) -> str | None:
