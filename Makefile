@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_PIN)
-	$(PY) -m pip install --quiet -e ".[test,trl,peft,tensorboard]" $(TORCH_PIN)
+	$(PY) -m pip install --quiet -e ".[test,trl,peft,tensorboard,wandb]" $(TORCH_PIN)
 	touch $(STAMP)
 
 install: $(STAMP)

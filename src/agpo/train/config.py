@@ -209,6 +209,9 @@ class LogConfig:
 
     tensorboard: bool = False
     """Also write TensorBoard events (needs the tensorboard package)."""
+    wandb_project: str | None = None
+    """Also log to Weights & Biases under this project (needs the wandb package; WANDB_MODE=offline
+    logs to the run directory only). A resumed run continues the same W&B run."""
     samples_per_step: int = 2
     """Prompt groups per step written to samples/step_N.jsonl (0: none)."""
     progress: bool = True
@@ -267,6 +270,13 @@ class RunConfig:
                 import torch.utils.tensorboard  # noqa: F401
             except ImportError:
                 raise UserError("--log.tensorboard True needs: pip install tensorboard") from None
+        if self.log.wandb_project is not None:
+            if not self.log.wandb_project.strip():
+                raise UserError("--log.wandb-project: give a project name (or leave the flag out)")
+            try:
+                import wandb  # noqa: F401
+            except ImportError:
+                raise UserError("--log.wandb-project needs: pip install wandb") from None
 
 
 # ---------------------------------------------------------------------------------------------

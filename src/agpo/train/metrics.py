@@ -4,6 +4,7 @@ shown on the progress bar; sampled prompts and completions go to samples/step_N.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from agpo.train.config import RunConfig, to_dict
 from agpo.types import RewardResult, Rollout, TaskItem
 
 # Shown on the progress bar, in this order (short label, key).
@@ -46,20 +48,21 @@ class Timer:
 
 
 class MetricsLog:
-    """metrics.jsonl (one row per step) and optional TensorBoard events."""
+    """metrics.jsonl (one row per step) and, when configured, TensorBoard events and a W&B run."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool, resume_step: int | None = None) -> None:
+    def __init__(self, run_dir: Path, cfg: RunConfig, resume_step: int | None = None) -> None:
         self.path = run_dir / "metrics.jsonl"
         if resume_step is not None:
             self._truncate(resume_step)
         self.tb = None
-        if tensorboard:
+        if cfg.log.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             # On resume, TensorBoard discards the events of steps after the checkpoint (they are
             # redone), as metrics.jsonl does above; otherwise the curves would fold back on themselves.
             purge = resume_step + 1 if resume_step is not None else None
             self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge)
+        self.wandb = _wandb_run(run_dir, cfg) if cfg.log.wandb_project else None
 
     def _truncate(self, step: int) -> None:
         """Drop rows logged after the checkpoint we resume from (they will be redone)."""
@@ -75,10 +78,30 @@ class MetricsLog:
         if self.tb is not None:
             for k, v in metrics.items():
                 self.tb.add_scalar(k, v, step)
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=step)
 
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def _wandb_run(run_dir: Path, cfg: RunConfig):  # noqa: ANN202 — a wandb Run
+    """The run directory's W&B run: created on the first start, continued on every resume.
+
+    Its id lives in the run directory. Steps redone after a resume reach W&B again; it keeps the
+    first value of a step, and those equal the redone ones (a resumed run repeats the
+    uninterrupted one exactly on the same machine).
+    """
+    import wandb
+
+    id_file = run_dir / "wandb_run_id"
+    run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
+    id_file.write_text(run_id + "\n")
+    return wandb.init(project=cfg.log.wandb_project, name=run_dir.name, id=run_id, resume="allow",
+                      dir=str(run_dir), config=to_dict(cfg))
 
 
 def group_metrics(scores: torch.Tensor, raw: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -96,7 +96,7 @@ class Run:
         if last is not None:
             run._restore(last)  # without one, a resumed run starts over from step 0
         if d.main:
-            run.log = MetricsLog(out, cfg.log.tensorboard, resume_step=run.step if resume else None)
+            run.log = MetricsLog(out, cfg, resume_step=run.step if resume else None)
             write_env(out, cfg, d, device)
         return run
 
