@@ -8,7 +8,8 @@ import torch
 from agpo.errors import UserError
 from agpo.ops import logprobs_from_logits
 from agpo.rollout import SamplingConfig, concat, sample, score, select
-from agpo.rollout.engine import response_logits, trim_padding
+from agpo.rollout.engine import micro_batches, response_logits, trim_padding
+from agpo.types import Rollout
 
 PROMPTS = ["12+34=", "7=", "abc+defgh=", "0"]
 
@@ -74,6 +75,34 @@ def test_finished_rows_leave_the_decode_batch_and_the_samples_stay_the_same(tiny
     assert lengths.min() < 4 and lengths.max() == 16
     rescored, _ = score(tiny_model, compacted, compacted.temperatures, micro_batch=24)
     assert torch.allclose(rescored, compacted.logprobs, atol=1e-5)
+
+
+def _rows_of_lengths(prompt: list[int], response: list[int]) -> Rollout:
+    n, p, t = len(prompt), max(prompt), max(response)
+    prompt_mask = torch.stack([torch.arange(p) >= p - k for k in prompt]).long()  # left padding
+    response_mask = torch.stack([torch.arange(t) < k for k in response]).long()
+    return Rollout(prompt_ids=prompt_mask.clone(), prompt_mask=prompt_mask, response_ids=response_mask.clone(),
+                   response_mask=response_mask, logprobs=torch.zeros(n, t), temperatures=torch.ones(n),
+                   truncated=torch.zeros(n, dtype=torch.bool), texts=[""] * n)
+
+
+def test_micro_batches_hold_at_most_max_rows_and_max_padded_tokens():
+    rows = _rows_of_lengths([2, 3, 2, 2, 4, 2], [3, 2, 9, 1, 1, 20])
+    index = torch.arange(6)
+    assert [m.tolist() for m in micro_batches(index, rows, max_rows=4)] == [[0, 1, 2, 3], [4, 5]]
+    # Padded cost of a run: rows × (longest prompt + longest response).
+    got = [m.tolist() for m in micro_batches(index, rows, max_rows=4, max_tokens=12)]
+    assert got == [[0, 1], [2], [3, 4], [5]]  # 2×(3+3)=12 · 1×11 · 2×(4+1)=10 · 22 alone (over the cap)
+    got = [m.tolist() for m in micro_batches(torch.tensor([3, 1, 0]), rows, max_rows=2, max_tokens=100)]
+    assert got == [[3, 1], [0]]  # the order given is kept; max_rows still applies
+
+
+def test_token_capped_scoring_equals_row_capped_scoring(tiny_model, tiny_tokenizer):
+    r = sample(tiny_model, tiny_tokenizer, PROMPTS * 3, torch.ones(12), SamplingConfig(max_new_tokens=9), _gen(4))
+    rows_only, ent = score(tiny_model, r, r.temperatures, micro_batch=12)
+    capped, ent_capped = score(tiny_model, r, r.temperatures, micro_batch=12, max_tokens=30)
+    assert len(micro_batches(torch.arange(12), r, 12, 30)) > 2
+    assert torch.allclose(rows_only, capped, atol=1e-5) and torch.allclose(ent, ent_capped, atol=1e-5)
 
 
 def test_left_padding_does_not_change_a_rows_distribution(tiny_model, tiny_tokenizer):

@@ -12,6 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from agpo.rollout import SamplingConfig, sample, score, select
+from agpo.rollout.engine import micro_batches
 from agpo.train.config import OptimConfig
 from agpo.train.update import TrainBatch, UpdateSpec, lr_factor, update
 
@@ -34,10 +35,10 @@ def _batch(model, tokenizer, seed: int = 0) -> TrainBatch:
     )
 
 
-def _spec(micro: int, aggregation: str = "token_mean", epochs: int = 2) -> UpdateSpec:
+def _spec(micro: int, aggregation: str = "token_mean", epochs: int = 2, tokens: int = 0) -> UpdateSpec:
     return UpdateSpec(objective="ppo_clip", aggregation=aggregation, kl_estimator="k3", kl_coef=0.1,
                       entropy_coef=0.01, max_len=6, epochs=epochs, mini_batches=1,
-                      micro_batch_size=micro, group_size=G, grad_clip=0.0)
+                      micro_batch_size=micro, group_size=G, grad_clip=0.0, micro_batch_tokens=tokens)
 
 
 def _run(model, batch, spec) -> dict[str, torch.Tensor]:
@@ -59,6 +60,16 @@ def test_micro_batch_1x16_equals_16x1(tiny_model, tiny_tokenizer, aggregation):
     pieces = _run(tiny_model, batch, _spec(1, aggregation))
     assert _close(whole, pieces)
     assert not _close(whole, dict(tiny_model.state_dict()))  # the update did move the weights
+
+
+def test_token_capped_micro_batches_give_the_same_update(tiny_model, tiny_tokenizer):
+    batch = _batch(tiny_model, tiny_tokenizer)
+    rows = torch.arange(B * G)
+    parts = micro_batches(rows, batch.rollout, max_rows=16, max_tokens=24)
+    assert len(parts) > 2 and torch.equal(torch.cat(parts), rows)
+    whole = _run(tiny_model, batch, _spec(16))
+    capped = _run(tiny_model, batch, _spec(16, tokens=24))
+    assert _close(whole, capped)
 
 
 def _free_port() -> int:

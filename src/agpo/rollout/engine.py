@@ -276,25 +276,54 @@ def response_logprobs(
     return logprobs, entropy
 
 
+def micro_batches(
+    index: torch.Tensor,
+    rollout: Rollout,
+    max_rows: int,
+    max_tokens: int = 0,
+) -> list[torch.Tensor]:
+    """Consecutive runs of ``index`` [n] (rollout rows, in the order given), one per forward.
+
+    Each run holds at most ``max_rows`` rows and, with ``max_tokens`` > 0, at most that many
+    tokens once padded to its longest prompt plus its longest response (what trim_padding
+    leaves), so memory follows tokens rather than rows when lengths are long-tailed. A row over
+    ``max_tokens`` on its own gets a forward of its own. How rows are grouped never changes a
+    loss normalised by global counts; only float rounding.
+    """
+    if not max_tokens:
+        return list(index.split(max_rows))
+    prompt = rollout.prompt_mask[index].sum(-1).tolist()
+    response = rollout.response_mask[index].sum(-1).tolist()
+    cuts, start, wide_p, wide_r = [], 0, 0, 0
+    for i, (p, r) in enumerate(zip(prompt, response, strict=True)):
+        wide_p, wide_r = max(wide_p, p), max(wide_r, r)
+        if i > start and (i - start == max_rows or (i - start + 1) * (wide_p + wide_r) > max_tokens):
+            cuts.append(i)
+            start, wide_p, wide_r = i, p, r
+    return list(index.tensor_split(cuts))
+
+
 @torch.no_grad()
 def score(
     model: torch.nn.Module,
     rollout: Rollout,
     temperatures: torch.Tensor,
     micro_batch: int,
+    max_tokens: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs and token entropy of a rollout's response tokens, [N, T] each, no gradient.
 
     Evaluated on logits / τ_row with temperatures [N] (pass ``rollout.temperatures`` for the
-    sampling distribution, or ones for the reference code's temperature-1 reading). Runs
-    ``micro_batch`` rows per forward; masked positions hold 0.
+    sampling distribution, or ones for the reference code's temperature-1 reading). Runs at most
+    ``micro_batch`` rows (and, with ``max_tokens``, that many padded tokens) per forward; masked
+    positions hold 0.
     """
     was_training = model.training
     model.eval()
+    index = torch.arange(rollout.num_sequences, device=rollout.response_ids.device)
     lps, ents = [], []
-    for i in range(0, rollout.num_sequences, micro_batch):
-        lp, ent = response_logprobs(model, select(rollout, slice(i, i + micro_batch)),
-                                    temperatures[i : i + micro_batch])
+    for rows in micro_batches(index, rollout, micro_batch, max_tokens):
+        lp, ent = response_logprobs(model, select(rollout, rows), temperatures[rows])
         lps.append(lp)
         ents.append(ent)
     model.train(was_training)

@@ -130,6 +130,9 @@ class TrainConfig:
     """Prompts per optimizer step (0: the whole batch, one optimizer step per epoch)."""
     micro_batch_size: int = 8
     """Sequences per forward/backward (gradient accumulation; never changes the update)."""
+    micro_batch_tokens: int = 0
+    """Also cap a forward/backward at this many tokens (its rows × their longest prompt +
+    response), so memory follows tokens when response lengths are long-tailed; 0: rows only."""
     seed: int = 0
     """Seeds data order, sampling and initialisation."""
     checkpoint_every: int = 50
@@ -147,6 +150,8 @@ class TrainConfig:
         for name in ("steps", "prompts_per_step", "group_size", "epochs", "micro_batch_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"--train.{name.replace('_', '-')} must be ≥ 1")
+        if self.micro_batch_tokens < 0:
+            raise UserError("--train.micro-batch-tokens must be ≥ 0 (0: no token cap)")
         if self.group_size < 2:
             raise UserError("--train.group-size must be ≥ 2: group methods compare responses")
         if min(self.token_budget, self.checkpoint_every, self.keep_checkpoints, self.threads) < 0:

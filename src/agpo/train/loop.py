@@ -16,7 +16,6 @@ from agpo.algos.advantages import ADVANTAGES
 from agpo.algos.controllers import expand_groups, step_drift
 from agpo.algos.dapo import overlong_penalty
 from agpo.ops import masked_mean
-from agpo.rollout import score
 from agpo.train.config import RunConfig
 from agpo.train.metrics import Timer, group_metrics, progress_text, reduce_pairs, rollout_metrics, write_samples
 from agpo.train.setup import all_reduce_sum
@@ -66,7 +65,7 @@ def rl_step(run: Run) -> dict[str, float]:
         if cfg.reuse_sampling_logprobs:  # on-policy: the sampler's log-probs are π_old
             old_logprobs, entropy = rollout.logprobs, None
         else:
-            old_logprobs, entropy = score(run.policy, rollout, temps, cfg.train.micro_batch_size)
+            old_logprobs, entropy = run.score(rollout, temps)
         ref_logprobs = run.ref_logprobs(rollout, temps)
     # 4. Clip range: fixed ε_low / ε_high, or AGPO-adaptive's ε per group (state of step start).
     n = rollout.num_sequences
@@ -87,7 +86,7 @@ def rl_step(run: Run) -> dict[str, float]:
     pairs = {**rollout_metrics(rollout, entropy), **group_metrics(scores, raw)}
     if cfg.algo.adaptive_clip or cfg.log.post_update_stats:
         with timer("score"):
-            new_logprobs, _ = score(run.policy, rollout, temps, cfg.train.micro_batch_size)
+            new_logprobs, _ = run.score(rollout, temps)
         drift = step_drift(old_logprobs, new_logprobs, rollout.response_mask, g)
         run.step_kl.observe(all_reduce_sum(drift.reshape(1).cpu(), run.d) / run.d.world)
         pos = rollout.response_mask * (advantages > 0).unsqueeze(-1)

@@ -123,6 +123,7 @@ class Run:
             epochs=c.train.epochs, mini_batches=c.train.mini_batches_per_epoch,
             micro_batch_size=c.train.micro_batch_size, group_size=c.train.group_size,
             grad_clip=c.optim.grad_clip, log_entropy=c.reuse_sampling_logprobs,
+            micro_batch_tokens=c.train.micro_batch_tokens,
         )
 
     def next_lr(self) -> float:
@@ -136,11 +137,18 @@ class Run:
         adapters disabled; None without a KL term."""
         if self.ref is None:
             return None
-        micro = self.cfg.train.micro_batch_size
         if self.ref is self.policy:
             with self.policy.disable_adapter():
-                return score(self.policy, rollout, temps, micro)[0]
-        return score(self.ref, rollout, temps, micro)[0]
+                return self.score(rollout, temps)[0]
+        return self.score(rollout, temps, self.ref)[0]
+
+    def score(self, rollout: Rollout, temps: torch.Tensor,
+              model: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs and entropy [N, T] under ``model`` (default: the policy), micro-batched as
+        the update is."""
+        t = self.cfg.train
+        return score(model if model is not None else self.policy, rollout, temps,
+                     t.micro_batch_size, t.micro_batch_tokens)
 
     def gather(self, per_group: torch.Tensor) -> list[float]:
         """A per-prompt value [b] of every process, in global prompt order (rank order)."""

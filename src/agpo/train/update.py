@@ -18,7 +18,7 @@ from agpo.algos.aggregation import AGGREGATIONS, LossNorm
 from agpo.algos.kl import KL_ESTIMATORS
 from agpo.algos.objectives import OBJECTIVES
 from agpo.ops import entropy_from_logits, logprobs_from_logits, masked_mean
-from agpo.rollout.engine import response_logits, select, trim_padding
+from agpo.rollout.engine import micro_batches, response_logits, select, trim_padding
 from agpo.train.config import OptimConfig
 from agpo.train.setup import all_reduce
 from agpo.types import Rollout
@@ -64,6 +64,8 @@ class UpdateSpec:
     grad_clip: float
     log_entropy: bool = False
     """Measure π_old's token entropy in the first forward (when no separate scoring pass did)."""
+    micro_batch_tokens: int = 0
+    """With > 0, a micro-batch also holds at most this many padded tokens."""
 
 
 def lr_factor(opt_step: int, cfg: OptimConfig, total: int) -> float:
@@ -115,13 +117,13 @@ def _mini_batch_step(
     if float(norm.tokens) == 0:  # nothing kept anywhere (e.g. all dropped): no step, no Adam drift
         return
     optimizer.zero_grad(set_to_none=True)
-    if spec.micro_batch_size < rows.numel():
+    if spec.micro_batch_size < rows.numel() or spec.micro_batch_tokens:
         # Micro-batches of similar response length, so trim_padding can drop the columns past
         # the longest row of each (a short row otherwise pays for the batch's longest). Only the
         # order in which micro-batch gradients are summed changes (float rounding).
         lengths = batch.rollout.response_mask[rows].sum(-1)  # [n]
         rows = rows[torch.sort(lengths, stable=True).indices]
-    for mb in rows.split(spec.micro_batch_size):
+    for mb in micro_batches(rows, batch.rollout, spec.micro_batch_size, spec.micro_batch_tokens):
         _micro_batch_loss(model, batch, mb, spec, norm, stats).backward()
     _all_reduce_grads(model)
     params = [p for p in model.parameters() if p.requires_grad]
