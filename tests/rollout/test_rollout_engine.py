@@ -105,6 +105,18 @@ def test_token_capped_scoring_equals_row_capped_scoring(tiny_model, tiny_tokeniz
     assert torch.allclose(rows_only, capped, atol=1e-5) and torch.allclose(ent, ent_capped, atol=1e-5)
 
 
+def test_rollouts_and_scores_are_ordinary_tensors_that_autograd_accepts(tiny_model, tiny_tokenizer):
+    # Sampling and scoring run under inference_mode; what they return must still enter a loss.
+    r = sample(tiny_model, tiny_tokenizer, PROMPTS, torch.ones(4), SamplingConfig(max_new_tokens=5), _gen())
+    logprobs, entropy = score(tiny_model, r, r.temperatures, micro_batch=4)
+    tensors = [r.prompt_ids, r.prompt_mask, r.response_ids, r.response_mask, r.logprobs, r.temperatures,
+               r.truncated, logprobs, entropy]
+    assert not any(t.is_inference() for t in tensors)
+    w = torch.ones(1, requires_grad=True)
+    (w * r.logprobs * r.response_mask).sum().backward()  # saves both for backward
+    assert w.grad is not None
+
+
 def test_left_padding_does_not_change_a_rows_distribution(tiny_model, tiny_tokenizer):
     r = sample(tiny_model, tiny_tokenizer, PROMPTS, torch.ones(4), SamplingConfig(max_new_tokens=8), _gen())
     assert tiny_tokenizer.padding_side == "left"
