@@ -115,9 +115,10 @@ def _sample_batch(
         logits = out.logits[:, -1].float()  # [m, V]
         logp = F.log_softmax(logits if inv_tau is None else logits * inv_tau, dim=-1)  # [m, V]
         tok = _draw(logp, cfg.top_p, _race_noise(n, logp.shape[-1], rows, device, generator))  # [m]
-        live = rows[~done]
-        response_ids[live, t] = tok[~done]
-        logprobs[live, t] = logp.gather(-1, tok.unsqueeze(-1)).squeeze(-1)[~done]
+        alive = ~done
+        live = rows[alive]  # the prompt rows whose response takes this token
+        response_ids[live, t] = tok[alive]
+        logprobs[live, t] = logp.gather(-1, tok.unsqueeze(-1)).squeeze(-1)[alive]
         response_mask[live, t] = 1
         done = done | torch.isin(tok, stop)
         finished = int(done.sum())  # one host sync per token; a forward costs far more
