@@ -13,6 +13,7 @@ fast (a test checks that it never imports torch).
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -103,9 +104,84 @@ def _parse_object(line: str, path: object, lineno: int, bad_json: str) -> dict[s
         row = json.loads(line)
     except json.JSONDecodeError as e:
         raise at(path, lineno, f"{bad_json} ({e.msg})") from None
+    except RecursionError:
+        raise at(path, lineno, f"{bad_json} (nested too deeply)") from None
+    except ValueError as e:  # an integer of more digits than int() converts (4,300)
+        raise at(path, lineno, f"{bad_json} ({e})") from None
     if not isinstance(row, dict):
         raise at(path, lineno, f"expected a JSON object, got {type(row).__name__}")
     return row
+
+
+def finite_number(row: dict[str, Any], key: str, path: object, lineno: int,
+                  *, integer: bool = False, optional: bool = False) -> float | int | None:
+    """``row[key]`` checked to be a finite number (an int with ``integer``), else a UserError
+    naming file, line and field. ``optional``: a missing key or null reads None."""
+    value = row.get(key)
+    if value is None and optional:
+        return None
+    kind = "an integer" if integer else "a finite number"
+    ok = (not isinstance(value, bool) and isinstance(value, int | float)
+          and (isinstance(value, int) if integer else math.isfinite(value)))
+    if not ok:
+        got = "missing" if key not in row else f"got {json.dumps(value)[:40]}"
+        raise at(path, lineno, f"field {key!r}: expected {kind}, {got}")
+    return value
+
+
+def dumps_finite(row: dict[str, Any]) -> str:
+    """One JSON line where NaN and ±inf become null: strict JSON readers reject bare NaN."""
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+    return json.dumps(clean, allow_nan=False)
+
+
+def replace_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temp file, fsync, rename): a reader or a crash
+    sees the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# one process per run directory
+
+
+class DirLock:
+    """An exclusive OS lock (``fcntl.flock``) on ``DIR/.agpo.lock`` while a run writes ``DIR``.
+
+    The kernel drops the lock when the process ends, however it ends, so a crashed run never
+    leaves a stale lock behind. ``what`` names the flag in the refusal (``--resume``).
+    """
+
+    NAME = ".agpo.lock"
+
+    def __init__(self, folder: Path, what: str) -> None:
+        import fcntl
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / self.NAME
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            raise UserError(f"{what} {folder}: another agpo process is writing this directory "
+                            f"(it holds {self.path}); wait for it to end or stop it") from None
+
+    @classmethod
+    def empty(cls, folder: Path) -> bool:
+        """True for a folder that is absent or holds nothing but the lock file (a new run may
+        go there)."""
+        return not folder.exists() or all(p.name == cls.NAME for p in folder.iterdir())
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = -1
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Atomic, pickle-free checkpoints: checkpoints/step_N/ is a from_pretrained folder plus state.
+"""Atomic, checked, pickle-free checkpoints: checkpoints/step_N/ is a from_pretrained folder
+plus state.
 
 Layout of one checkpoint (only safetensors and JSON, so resuming a folder someone sent you
 unpickles nothing):
@@ -6,28 +7,64 @@ unpickles nothing):
                                                        a LoRA run stores its adapters instead)
   optimizer.safetensors + optimizer.json               optimizer tensors / param groups
   rng.safetensors                                      torch CPU RNG and the sampling generator
+  rng_rank{r}.safetensors                              process r's sampling generator (r ≥ 1,
+                                                       multi-process runs only)
   trainer_state.json                                   step, tokens, scheduler, controllers,
-                                                       data cursor, python RNG
-It is written to ``.step_N.tmp`` and renamed, so a killed run never leaves a half checkpoint
-under a valid name.
+                                                       data cursor, python RNG, world size
+  run_config.json                                      the resolved run config of this step
+  checksums.json                                       SHA-256 of every other file
+Every file is written into ``.step_N.tmp`` (other processes add theirs there too), the
+checksums last, and the folder is then renamed: a killed run never leaves a half checkpoint
+under a valid name, and a file damaged later (truncated copy, bad disk) fails its checksum, so
+resume falls back to the newest checkpoint that is intact.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from agpo.errors import UserError
+
 _STEP_DIR = re.compile(r"^step_(\d+)$")
+CHECKSUMS = "checksums.json"
+RUN_CONFIG = "run_config.json"
 
 
-def save_checkpoint(
+def checkpoint_dirs(run_dir: Path) -> list[tuple[int, Path]]:
+    """Every ``checkpoints/step_N`` folder of a run, oldest first; the one checkpoint finder.
+
+    Temporary (``.step_N.tmp``) folders are never listed; whether a listed folder is intact is
+    ``damage``'s question.
+    """
+    root = Path(run_dir) / "checkpoints"
+    found = [(int(m.group(1)), p) for p in (root.iterdir() if root.is_dir() else [])
+             if (m := _STEP_DIR.match(p.name)) and p.is_dir()]
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint with the highest step (None without one); not checked for damage."""
+    found = checkpoint_dirs(run_dir)
+    return found[-1][1] if found else None
+
+
+def tmp_dir(run_dir: Path, step: int) -> Path:
+    """Where checkpoint ``step`` is assembled before ``commit`` renames it into place."""
+    return Path(run_dir) / "checkpoints" / f".step_{step}.tmp"
+
+
+def begin_checkpoint(
     run_dir: Path,
     step: int,
     model: torch.nn.Module,
@@ -35,10 +72,10 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
     state: dict[str, Any],
+    run_config: dict[str, Any],
 ) -> Path:
-    """Write checkpoints/step_{step}/ atomically; ``state`` must be JSON-able."""
-    root = Path(run_dir) / "checkpoints"
-    final, tmp = root / f"step_{step}", root / f".step_{step}.tmp"
+    """Write checkpoint ``step`` into its temporary folder (``state`` must be JSON-able)."""
+    tmp = tmp_dir(run_dir, step)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     _unwrap(model).save_pretrained(tmp, safe_serialization=True)
@@ -50,20 +87,84 @@ def save_checkpoint(
               str(tmp / "rng.safetensors"))
     state = {**state, "step": step, "python_rng": _py_rng_to_json(random.getstate())}
     (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
+    (tmp / RUN_CONFIG).write_text(json.dumps(run_config, indent=1))
+    return tmp
+
+
+def rank_rng_file(ckpt: Path, rank: int) -> Path:
+    return ckpt / f"rng_rank{rank}.safetensors"
+
+
+def commit_checkpoint(run_dir: Path, step: int) -> Path:
+    """Checksum every file of the temporary folder, then rename it to ``step_N``."""
+    tmp = tmp_dir(run_dir, step)
+    sums = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file() and p.name != CHECKSUMS}
+    (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=1))
+    final = Path(run_dir) / "checkpoints" / f"step_{step}"
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     return final
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The complete checkpoint with the highest step (temporary folders are ignored)."""
-    root = Path(run_dir) / "checkpoints"
-    steps = [
-        (int(m.group(1)), p)
-        for p in (root.iterdir() if root.is_dir() else [])
-        if (m := _STEP_DIR.match(p.name)) and (p / "trainer_state.json").is_file()
-    ]
-    return max(steps)[1] if steps else None
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model: torch.nn.Module,
+    tokenizer,  # noqa: ANN001 — any HF tokenizer
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    state: dict[str, Any],
+    run_config: dict[str, Any] | None = None,
+) -> Path:
+    """A single process's checkpoint: ``begin_checkpoint`` then ``commit_checkpoint``."""
+    begin_checkpoint(run_dir, step, model, tokenizer, optimizer, generator, state, run_config or {})
+    return commit_checkpoint(run_dir, step)
+
+
+def damage(ckpt: Path) -> str | None:
+    """Why checkpoint ``ckpt`` cannot be trusted (a sentence naming the file), or None.
+
+    Checks that every file listed in checksums.json is there with its SHA-256 and that the JSON
+    files parse. Costs one read of the checkpoint (≈ 1 s per GB).
+    """
+    sums_path = ckpt / CHECKSUMS
+    try:
+        sums = json.loads(sums_path.read_text())
+    except FileNotFoundError:
+        return f"{sums_path}: missing (an incomplete or foreign checkpoint)"
+    except (OSError, ValueError) as e:
+        return f"{sums_path}: unreadable ({e})"
+    if not isinstance(sums, dict) or "trainer_state.json" not in sums:
+        return f"{sums_path}: not a checksum list of an agpo checkpoint"
+    for name, digest in sums.items():
+        path = ckpt / str(name)
+        if not path.is_file():
+            return f"{path}: missing"
+        if _sha256(path) != digest:
+            return f"{path}: damaged (its SHA-256 differs from the one written with it)"
+    return None
+
+
+def newest_intact(run_dir: Path, warn: Callable[[str], None]) -> Path | None:
+    """The newest checkpoint without ``damage``; each damaged newer one is reported to ``warn``.
+
+    Raises UserError when checkpoints exist but none is intact (starting over silently would
+    discard the run).
+    """
+    found = checkpoint_dirs(run_dir)
+    problems = []
+    for _, path in reversed(found):
+        why = damage(path)
+        if why is None:
+            if problems:
+                warn(f"resuming from {path.name}, the newest intact checkpoint; skipped: "
+                     + "; ".join(problems))
+            return path
+        problems.append(why)
+    if found:
+        raise UserError(f"{Path(run_dir) / 'checkpoints'}: no intact checkpoint ("
+                        + "; ".join(problems) + ")")
+    return None
 
 
 def load_checkpoint(
@@ -72,16 +173,49 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
 ) -> dict[str, Any]:
-    """Restore model weights, optimizer, RNG states in place; return trainer_state.json."""
-    _load_weights(_unwrap(model), ckpt)
-    groups = json.loads((ckpt / "optimizer.json").read_text())
-    optimizer.load_state_dict(_optimizer_from_flat(load_file(str(ckpt / "optimizer.safetensors")), groups))
-    rng = load_file(str(ckpt / "rng.safetensors"))
+    """Restore model weights, optimizer, RNG states in place; return trainer_state.json.
+
+    A file that does not load (safetensors or JSON errors) is a UserError naming it.
+    """
+    with _names_file(ckpt):
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        _load_weights(_unwrap(model), ckpt)
+        groups = json.loads((ckpt / "optimizer.json").read_text())
+        optimizer.load_state_dict(_optimizer_from_flat(load_file(str(ckpt / "optimizer.safetensors")), groups))
+        rng = load_file(str(ckpt / "rng.safetensors"))
     torch.set_rng_state(rng["torch_cpu"])
     generator.set_state(rng["sampling"])
-    state = json.loads((ckpt / "trainer_state.json").read_text())
     random.setstate(_py_rng_from_json(state["python_rng"]))
     return state
+
+
+def load_run_config(ckpt: Path) -> dict[str, Any] | None:
+    """The run config a checkpoint was written with (None for checkpoints that predate it)."""
+    path = ckpt / RUN_CONFIG
+    if not path.is_file():
+        return None
+    with _names_file(ckpt):
+        return json.loads(path.read_text())
+
+
+class _names_file:  # noqa: N801 — used as a context manager
+    """Turn the errors of reading a damaged checkpoint into one line naming the checkpoint."""
+
+    def __init__(self, ckpt: Path) -> None:
+        self.ckpt = ckpt
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type | None, err: BaseException | None, tb: object) -> bool:
+        if isinstance(err, (SafetensorError, json.JSONDecodeError, KeyError, OSError)):
+            raise UserError(f"{self.ckpt}: cannot be loaded ({type(err).__name__}: {err})") from None
+        return False
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _load_weights(model: torch.nn.Module, ckpt: Path) -> None:

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from agpo.errors import UserError
+from agpo.io import DirLock
 from agpo.train.config import load_config
 
 _OWN = ("--config", "--out", "--resume")
@@ -26,12 +27,15 @@ def main(argv: list[str]) -> int:
         run_dir = Path(own["--resume"])
         if not (run_dir / "config.yaml").is_file():
             raise UserError(f"--resume {run_dir}: not a run directory (no config.yaml)")
-        cfg, resume = load_config(run_dir / "config.yaml", rest), True
+        # complete: a cut or emptied config.yaml must not fall back to defaults
+        cfg, resume = load_config(run_dir / "config.yaml", rest, complete=True), True
     else:
         if not own.get("--out"):
             raise UserError("--out DIR is required (the run directory), or --resume DIR")
         run_dir = Path(own["--out"])
-        if run_dir.exists() and any(run_dir.iterdir()):
+        if run_dir.exists() and not run_dir.is_dir():
+            raise UserError(f"--out {run_dir}: is a file; give a directory for the run")
+        if not DirLock.empty(run_dir):
             raise UserError(f"--out {run_dir}: directory is not empty; choose a new one or --resume {run_dir}")
         cfg, resume = load_config(own.get("--config"), rest), False
     from agpo.train.loop import train

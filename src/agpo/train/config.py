@@ -8,8 +8,11 @@ never fields. Validation raises UserError naming the flag and the fix, before an
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +21,7 @@ import yaml
 
 from agpo.algos.config import AlgoConfig
 from agpo.errors import UserError, at
+from agpo.io import replace_text
 from agpo.rewards.config import RewardConfig
 from agpo.rollout.config import SamplingConfig
 
@@ -104,11 +108,14 @@ class OptimConfig:
     """Clip the global gradient norm to this (0: no clipping)."""
 
     def __post_init__(self) -> None:
-        if self.lr <= 0:
-            raise UserError("--optim.lr must be > 0")
+        # Written as not (in range), so that NaN fails them too.
+        if not 0 < self.lr < math.inf:
+            raise UserError(f"--optim.lr {self.lr}: must be a finite number > 0")
         if not all(0.0 <= b < 1.0 for b in self.betas):
             raise UserError("--optim.betas must be two numbers in [0, 1), e.g. 0.9 0.999")
-        if self.warmup_steps < 0 or self.grad_clip < 0 or self.weight_decay < 0:
+        if not self.eps > 0:
+            raise UserError(f"--optim.eps {self.eps}: must be > 0")
+        if not (self.warmup_steps >= 0 and self.grad_clip >= 0 and self.weight_decay >= 0):
             raise UserError("--optim.warmup-steps, --optim.grad-clip, --optim.weight-decay must be ≥ 0")
 
 
@@ -145,11 +152,17 @@ class TrainConfig:
     threads: int = 0
     """torch intra-op CPU threads (0: torch's default; 1 is fastest for tiny models on a busy
     machine)."""
+    max_skipped_steps: int = 3
+    """An optimizer step whose loss or gradient is NaN/inf is skipped (weights and optimizer
+    state untouched, counted in loss/skipped_steps); after this many consecutive skips the run
+    stops with an error (the last checkpoint is intact)."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "prompts_per_step", "group_size", "epochs", "micro_batch_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"--train.{name.replace('_', '-')} must be ≥ 1")
+        if self.max_skipped_steps < 1:
+            raise UserError("--train.max-skipped-steps must be ≥ 1")
         if self.micro_batch_tokens < 0:
             raise UserError("--train.micro-batch-tokens must be ≥ 0 (0: no token cap)")
         if self.group_size < 2:
@@ -204,7 +217,8 @@ class EvalConfig:
     """Top-p of the evaluation (any value is fine here)."""
 
     def __post_init__(self) -> None:
-        if self.every < 0 or self.n < 1 or self.temperature <= 0 or not 0 < self.top_p <= 1:
+        if not (self.every >= 0 and self.n >= 1 and 0 < self.temperature < math.inf
+                and 0 < self.top_p <= 1):
             raise UserError("--eval.every ≥ 0, --eval.n ≥ 1, --eval.temperature > 0, --eval.top-p in (0, 1]")
 
 
@@ -288,16 +302,22 @@ class RunConfig:
 # loading: defaults < YAML < flags
 
 
-def load_config(yaml_path: str | Path | None, argv: list[str]) -> RunConfig:
-    """Defaults, overridden by the YAML file (if any), overridden by ``--section.field`` flags."""
+def load_config(yaml_path: str | Path | None, argv: list[str], *, complete: bool = False) -> RunConfig:
+    """Defaults, overridden by the YAML file (if any), overridden by ``--section.field`` flags.
+
+    ``complete``: the YAML must set every field (a run's own config.yaml on resume: a cut or
+    emptied file must not fall back to defaults).
+    """
     import tyro
 
-    base = from_yaml(yaml_path) if yaml_path else RunConfig()
+    base = from_yaml(yaml_path, complete=complete) if yaml_path else RunConfig()
     try:
-        return tyro.cli(RunConfig, args=argv, default=base, prog="agpo train",
-                        description=CLI_DESCRIPTION)
+        cfg = tyro.cli(RunConfig, args=argv, default=base, prog="agpo train",
+                       description=CLI_DESCRIPTION)
     except ValueError as e:
         raise UserError(str(e)) from None
+    reject_nan(cfg)
+    return cfg
 
 
 CLI_DESCRIPTION = (
@@ -306,25 +326,52 @@ CLI_DESCRIPTION = (
 )
 
 
-def from_yaml(path: str | Path) -> RunConfig:
-    """A RunConfig from a YAML file of overrides (``section: {field: value}``)."""
+def reject_nan(cfg: Any, prefix: str = "") -> None:
+    """UserError naming the flag of any NaN in a (nested) config: no field means anything by
+    NaN, and NaN passes every ``x <= bound`` check written the usual way."""
+    for f in dataclasses.fields(cfg):
+        value, flag = getattr(cfg, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            reject_nan(value, f"{flag}.")
+        elif any(isinstance(v, float) and math.isnan(v)
+                 for v in (value if isinstance(value, tuple) else (value,))):
+            raise UserError(f"--{flag.replace('_', '-')} {value}: not a number; give a number")
+
+
+def from_yaml(path: str | Path, cls: type = RunConfig, *, complete: bool = False) -> Any:
+    """A ``cls`` dataclass from a YAML file of overrides (``section: {field: value}``): the one
+    YAML → config loader (``agpo train --config``, a run's config.yaml, ``agpo relevance``).
+
+    Every value is checked against its field's type (int, float, bool, str, Path, Literal,
+    tuples, optionals, nested dataclasses), naming ``file:line: section.field``. YAML 1.1 reads
+    ``1e-3`` as a string; an unquoted number like that is accepted for a float field, a quoted
+    one is not. ``complete``: every field must be given.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"--config {path}: no such file")
     try:
-        node = yaml.compose(path.read_text())
+        text = path.read_text(encoding="utf-8")
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML ({e})") from None
-    return _build(RunConfig, yaml.safe_load(path.read_text()) or {}, path, node, "")
+        raise UserError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    if data is None:
+        if complete:
+            raise UserError(f"{path}: empty (a run's config.yaml lists every field)")
+        data = {}
+    return _build(cls, data, path, node, "", complete)
 
 
-def _build(cls: type, data: Any, path: Path, node: Any, prefix: str) -> Any:
+def _build(cls: type, data: Any, path: Path, node: Any, prefix: str, complete: bool) -> Any:
     """Instantiate dataclass ``cls`` from a YAML mapping, naming file:line of a bad key."""
     line = node.start_mark.line + 1 if node is not None else None
     if not isinstance(data, dict):
-        raise at(path, line, f"{prefix or 'top level'}: expected a mapping")
+        raise at(path, line, f"{prefix.rstrip('.') or 'top level'}: expected a mapping")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in data.items():
         child = _child_node(node, key)
@@ -334,9 +381,14 @@ def _build(cls: type, data: Any, path: Path, node: Any, prefix: str) -> Any:
             raise at(path, where, f"{flag}: unknown field; valid: {', '.join(sorted(names))}")
         kind = hints[key]
         if dataclasses.is_dataclass(kind):
-            kwargs[key] = _build(kind, value, path, child, f"{flag}.")
+            kwargs[key] = _build(kind, value, path, child, f"{flag}.", complete)
         else:
-            kwargs[key] = _coerce(kind, value, path, where, flag)
+            kwargs[key] = _typed(kind, value, child, lambda msg, f=flag, w=where: at(path, w, f"{f}: {msg}"))
+    missing = [n for n in names if n not in kwargs]
+    if complete and missing:
+        raise at(path, line, f"{prefix.rstrip('.') or 'config'}: incomplete (no "
+                             f"{', '.join(prefix + m for m in missing[:4])}"
+                             f"{', ...' if len(missing) > 4 else ''}); the file was cut or edited")
     try:
         return cls(**kwargs)
     except (UserError, ValueError, TypeError) as e:
@@ -349,24 +401,76 @@ def _child_node(node: Any, key: str) -> Any:
     return next((v for k, v in node.value if k.value == key), None)
 
 
-def _coerce(kind: Any, value: Any, path: Path, line: int | None, flag: str) -> Any:
-    """YAML lists become tuples; Literal values are checked; ints are accepted for floats."""
-    origin = typing.get_origin(kind)
-    if origin is tuple and isinstance(value, list):
-        return tuple(value)
-    if origin is Literal and value not in typing.get_args(kind):
-        raise at(path, line, f"{flag}: {value!r} is not one of {typing.get_args(kind)}")
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+_FLOAT_TEXT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def _typed(kind: Any, value: Any, node: Any, err: Callable[[str], UserError]) -> Any:
+    """``value`` (from YAML ``node``) as field type ``kind``, or ``err(why)`` raised."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    got = f"the string {value!r}" if isinstance(value, str) else repr(value)
+    plain = isinstance(node, yaml.ScalarNode) and node.style is None  # unquoted in the file
+    if kind is Any:
+        return value
+    if origin is Literal:
+        if not any(value == a and type(value) is type(a) for a in args):
+            raise err(f"{got} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        reasons = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _typed(option, value, node, UserError)
+            except UserError as e:
+                reasons.append(str(e))
+        raise err("; or ".join(reasons))
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise err(f"expected true or false, got {got}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise err(f"expected an integer, got {got}")
+        return value
+    if kind is float:
+        if isinstance(value, str) and plain and _FLOAT_TEXT.fullmatch(value):
+            value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise err(f"expected a number, got {got}")
+        if math.isnan(value):
+            raise err("expected a number, got NaN")
         return float(value)
-    if origin in (typing.Union, types.UnionType) and isinstance(value, list):
-        return tuple(value)
+    if kind is str:
+        if isinstance(value, int | float) and not isinstance(value, bool) and plain:
+            return node.value  # labels: [1, 2, 3] are the strings as written
+        if not isinstance(value, str):
+            raise err(f"expected a string, got {got}")
+        return value
+    if kind is Path:
+        if not isinstance(value, str):
+            raise err(f"expected a path, got {got}")
+        return Path(value)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise err(f"expected a list, got {got}")
+        nodes = node.value if isinstance(node, yaml.SequenceNode) else [None] * len(value)
+        if len(args) == 2 and args[1] is Ellipsis:
+            kinds = [args[0]] * len(value)
+        elif len(args) != len(value):
+            raise err(f"expected a list of {len(args)} values, got {len(value)}")
+        else:
+            kinds = list(args)
+        return tuple(_typed(k, v, n, err) for k, v, n in zip(kinds, value, nodes, strict=True))
     return value
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    """A config as plain YAML-able data (tuples become lists)."""
+    """A config as plain YAML-able data (tuples become lists, paths strings)."""
 
     def plain(x: Any) -> Any:
+        if isinstance(x, Path):
+            return str(x)
         if isinstance(x, tuple | list):
             return [plain(v) for v in x]
         if isinstance(x, dict):
@@ -377,4 +481,5 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def save_yaml(cfg: RunConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    """The resolved config as YAML, written atomically (a kill never leaves a cut file)."""
+    replace_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

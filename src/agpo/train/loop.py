@@ -7,20 +7,25 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from agpo.algos.advantages import ADVANTAGES
 from agpo.algos.controllers import expand_groups, step_drift
 from agpo.algos.dapo import overlong_penalty
 from agpo.ops import masked_mean
 from agpo.train.config import RunConfig
-from agpo.train.metrics import Timer, group_metrics, progress_text, reduce_pairs, rollout_metrics, write_samples
-from agpo.train.setup import all_reduce_sum
+from agpo.rewards.api import is_skip
+from agpo.train.dist import all_reduce, all_reduce_sum
+from agpo.train.metrics import (
+    Timer, advantage_metrics, count_metrics, group_metrics, progress_text, reduce_pairs,
+    rollout_metrics, write_samples,
+)
 from agpo.train.state import Run
-from agpo.train.update import TrainBatch, update
+from agpo.train.update import TrainBatch, group_advantages, update
 
 
 def train(cfg: RunConfig | None, out_dir: str | Path, resume: bool = False) -> Path:
@@ -48,15 +53,16 @@ def train(cfg: RunConfig | None, out_dir: str | Path, resume: bool = False) -> P
 
 def rl_step(run: Run) -> dict[str, float]:
     """One RL step (sample → update); returns its metrics, reduced over processes."""
-    cfg, g, timer = run.cfg, run.cfg.train.group_size, Timer()
+    cfg, g, timer, world = run.cfg, run.cfg.train.group_size, Timer(), run.d.world
     # 1. Sample B prompts × G and verify (probe group and dynamic sampling inside).
     groups = run.sampler.collect(timer)
     rollout, raw = groups.rollout, groups.scores  # [N, T], [B, G]
     device = rollout.response_ids.device
     lengths = rollout.response_mask.sum(-1).cpu()  # [N]; scores and advantages live on the CPU
-    # 2. DAPO overlong shaping, then the group advantages.
+    # 2. DAPO overlong shaping, then the group advantages (groups with an unusable gold: none).
     scores = raw + overlong_penalty(lengths, cfg.rollout.max_new_tokens, cfg.algo.overlong_cache).view_as(raw)
-    adv = ADVANTAGES.get(cfg.algo.advantage)(scores, cfg.algo.adv)  # [B, G]
+    usable = ~torch.tensor([is_skip(r) for r in groups.results], dtype=torch.bool).view_as(raw).any(-1)  # [B]
+    adv = group_advantages(scores, usable, cfg.algo.advantage, cfg.algo.adv)  # [B, G]
     advantages, keep = adv.advantages.flatten().to(device), adv.keep.flatten().to(device)  # [N]
     loss_mask = rollout.response_mask * keep.unsqueeze(-1).to(rollout.response_mask.dtype)  # [N, T]
     # 3. π_old and π_ref of the sampled tokens, on logits / τ (τ = each row's sampling temperature).
@@ -77,21 +83,21 @@ def rl_step(run: Run) -> dict[str, float]:
     else:
         clip_low = torch.full((n,), cfg.algo.clip_low, device=device)
         clip_high = torch.full((n,), cfg.algo.clip_high, device=device)
-    # 5. The update.
+    # 5. The update (a mini-batch with a non-finite loss or gradient is skipped, and counted).
     batch = TrainBatch(rollout, temps, old_logprobs, ref_logprobs, advantages, loss_mask, clip_low, clip_high)
     with timer("update"):
         loss = update(run.policy, run.optimizer, batch, run.update_spec(), run.next_lr,
-                      run.generator if run.generator.device.type == "cpu" else None)
+                      run.generator if run.generator.device.type == "cpu" else None, run.skips)
     # 6. After the update: policy drift (KL̄_step's input) and AsymGRPO's positive log-prob increment.
-    pairs = {**rollout_metrics(rollout, entropy), **group_metrics(scores, raw)}
+    pairs = {**rollout_metrics(rollout, entropy), **group_metrics(scores, raw, usable, world)}
     if cfg.algo.adaptive_clip or cfg.log.post_update_stats:
         with timer("score"):
             new_logprobs, _ = run.score(rollout, temps)
         drift = step_drift(old_logprobs, new_logprobs, rollout.response_mask, g)
-        run.step_kl.observe(all_reduce_sum(drift.reshape(1).cpu(), run.d) / run.d.world)
+        run.step_kl.observe(all_reduce_sum(drift.reshape(1).cpu(), run.d) / world)
         pos = rollout.response_mask * (advantages > 0).unsqueeze(-1)
         delta = ((new_logprobs - old_logprobs) * pos).sum(-1) / pos.sum(-1).clamp_min(1)  # [N]
-        pairs["loss/pos_logprob_delta"] = torch.stack([delta.sum(), (pos.sum(-1) > 0).sum().float()])
+        pairs["loss/pos_logprob_delta"] = torch.stack([delta.sum(), (pos.sum(-1) > 0).sum().float()]).cpu()
         pairs["ctrl/step_drift"] = torch.stack([drift.cpu(), torch.tensor(1.0)])
     # 7. Controllers commit once per RL step, in global prompt order.
     if cfg.algo.uses_probe:
@@ -99,13 +105,15 @@ def rl_step(run: Run) -> dict[str, float]:
     if cfg.algo.adaptive_clip:
         run.clip.update(run.gather(group_entropy))
         run.step_kl.update()
-    # 8. Metrics (one reduction across processes), samples, token count.
-    pairs.update(_counts(groups, clip_low, run.d.world))
+    # 8. Metrics (one reduction across processes, one for maxima), samples, token count.
+    adv_pairs, adv_peaks = advantage_metrics(adv.stats, adv.keep[usable], world)
+    pairs.update({**adv_pairs, **count_metrics(groups, clip_low, world)})
     metrics = reduce_pairs(pairs, lambda x: all_reduce_sum(x, run.d))
-    if entropy is None:  # measured by the update's first forward instead
-        metrics["rollout/entropy"] = loss.pop("entropy", 0.0)
+    peaks = all_reduce(torch.stack(list(adv_peaks.values())), dist.ReduceOp.MAX).tolist()
+    metrics.update({k: v for k, v in zip(adv_peaks, peaks, strict=True) if math.isfinite(v)})
+    if "entropy" in loss:  # measured by the update's first forward instead of a scoring pass
+        metrics["rollout/entropy"] = loss.pop("entropy")
     metrics.update({f"loss/{k}": v for k, v in loss.items()})
-    metrics.update({f"adv/{k}": float(v) for k, v in adv.stats.items()})
     tokens = int(all_reduce_sum(torch.tensor([float(groups.tokens)]), run.d).item())
     run.tokens_total += tokens
     metrics.update(_controller_metrics(run))
@@ -114,20 +122,6 @@ def rl_step(run: Run) -> dict[str, float]:
         write_samples(run.dir / "samples" / f"step_{run.step + 1}.jsonl", groups.items, rollout,
                       groups.results, advantages, cfg.log.samples_per_step)
     return metrics
-
-
-def _counts(groups, clip_low: torch.Tensor, world: int) -> dict[str, torch.Tensor]:  # noqa: ANN001
-    """Totals over processes (weight 1/world each): probe tokens, dynamic-sampling rounds,
-    discarded and trained groups; and the mean clip ε over sequences."""
-    w = torch.tensor(1.0 / world)
-    total = lambda x: torch.stack([torch.tensor(float(x)), w])  # noqa: E731
-    return {
-        "rollout/probe_tokens": total(groups.probe_tokens),
-        "rollout/sampling_rounds": torch.stack([torch.tensor(float(groups.rounds)), torch.tensor(1.0)]),
-        "rollout/discarded_groups": total(groups.discarded),
-        "rollout/groups": total(groups.size),
-        "ctrl/clip_eps": torch.stack([clip_low.float().sum().cpu(), torch.tensor(float(clip_low.numel()))]),
-    }
 
 
 def _controller_metrics(run: Run) -> dict[str, float]:

@@ -4,13 +4,18 @@ shown on the progress bar; sampled prompts and completions go to samples/step_N.
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
+
+from agpo.errors import at
+from agpo.io import dumps_finite, finite_number, read_jsonl, replace_text
 
 from agpo.train.config import RunConfig, to_dict
 from agpo.types import RewardResult, Rollout, TaskItem
@@ -65,16 +70,16 @@ class MetricsLog:
         self.wandb = _wandb_run(run_dir, cfg) if cfg.log.wandb_project else None
 
     def _truncate(self, step: int) -> None:
-        """Drop rows logged after the checkpoint we resume from (they will be redone)."""
+        """Drop rows logged after the checkpoint we resume from (they will be redone), and a
+        torn last line of a killed writer; rewritten atomically."""
         if not self.path.is_file():
             return
-        rows = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
-        keep = [ln for ln in rows if json.loads(ln)["step"] <= step]
-        self.path.write_text("".join(ln + "\n" for ln in keep))
+        keep = [row for row in read_metrics(self.path) if row["step"] <= step]
+        replace_text(self.path, "".join(dumps_finite(row) + "\n" for row in keep))
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         with self.path.open("a") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")
+            f.write(dumps_finite({"step": step, **metrics}) + "\n")
         if self.tb is not None:
             for k, v in metrics.items():
                 self.tb.add_scalar(k, v, step)
@@ -86,6 +91,23 @@ class MetricsLog:
             self.tb.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The rows of a metrics.jsonl, each with an integer ``step`` and numeric (or null) values.
+
+    A torn last line (a run killed mid-write) is dropped; any other bad line is a UserError
+    naming file, line and field.
+    """
+    rows = []
+    for lineno, row in read_jsonl(path, skip_torn_tail=True):
+        finite_number(row, "step", path, lineno, integer=True)
+        for key, value in row.items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise at(path, lineno, f"field {key!r}: expected a number or null, got "
+                                       f"{json.dumps(value)[:40]}")
+        rows.append(row)
+    return rows
 
 
 def _wandb_run(run_dir: Path, cfg: RunConfig):  # noqa: ANN202 — a wandb Run
@@ -104,18 +126,76 @@ def _wandb_run(run_dir: Path, cfg: RunConfig):  # noqa: ANN202 — a wandb Run
                       dir=str(run_dir), config=to_dict(cfg))
 
 
-def group_metrics(scores: torch.Tensor, raw: torch.Tensor) -> dict[str, torch.Tensor]:
-    """reward/ metrics as [sum, count] pairs (added across processes before dividing).
+def group_metrics(scores: torch.Tensor, raw: torch.Tensor, usable: torch.Tensor,
+                  world: int) -> dict[str, torch.Tensor]:
+    """reward/ metrics as [sum, count] pairs (added across processes before dividing), over the
+    usable groups; ``reward/bad_gold`` counts the groups left out (gold answer unusable).
 
-    scores [B, G] (after shaping, what the advantages saw); raw [B, G] (the verifier's).
+    scores [B, G] (after shaping, what the advantages saw); raw [B, G] (the verifier's);
+    usable [B] bool.
     """
-    solved = (raw > 0).float().mean(-1)  # [B]
+    scores, raw = scores[usable], raw[usable]
+    solved = (raw > 0).float().mean(-1)  # [B']
     one = lambda x: torch.stack([x.sum().float(), torch.tensor(float(x.numel()))])  # noqa: E731
     return {
         "reward/mean": one(raw),
         "reward/shaped_mean": one(scores),
         "reward/all_solved_frac": one((solved == 1).float()),
         "reward/none_solved_frac": one((solved == 0).float()),
+        "reward/bad_gold": total((~usable).sum(), world),
+    }
+
+
+def total(x: torch.Tensor | float, world: int) -> torch.Tensor:
+    """A per-process count as a [value, 1/world] pair: ``reduce_pairs`` then gives the sum over
+    processes."""
+    return torch.stack([torch.as_tensor(x).float().cpu(), torch.tensor(1.0 / world)])
+
+
+# How each advantage statistic of agpo.algos.advantages combines over processes: a mean weighted
+# by kept rows, rows or groups, a sum, or a maximum. A statistic not listed is taken as a mean
+# over groups.
+ADV_REDUCTION = {
+    "mean": "kept", "frac_kept": "rows", "frac_all_equal": "groups",
+    "pos_sum": "sum", "neg_sum": "sum", "abs_max": "max",
+}
+
+
+def advantage_metrics(
+    stats: dict[str, torch.Tensor], keep: torch.Tensor, world: int,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """adv/ metrics: ([sum, count] pairs, maxima), so that every process's groups count.
+
+    ``stats`` from the estimator over this process's groups (``{}`` when it had none; the keys
+    of ADV_REDUCTION are then sent as zeros so that every process reduces the same keys);
+    keep [B', G] of those groups.
+    """
+    b, g = keep.shape if keep.ndim == 2 else (0, 1)
+    weight = {"kept": keep.sum().float(), "rows": torch.tensor(float(b * g)),
+              "groups": torch.tensor(float(b))}
+    pairs: dict[str, torch.Tensor] = {}
+    peaks: dict[str, torch.Tensor] = {}
+    for key in sorted(set(ADV_REDUCTION) | set(stats)):
+        how = ADV_REDUCTION.get(key, "groups")
+        value = stats.get(key, torch.zeros(())).detach().float().cpu()
+        if how == "max":
+            peaks[f"adv/{key}"] = value if key in stats else torch.tensor(-math.inf)
+        elif how == "sum":
+            pairs[f"adv/{key}"] = total(value, world)
+        else:
+            pairs[f"adv/{key}"] = torch.stack([value * weight[how], weight[how]])
+    return pairs, peaks
+
+
+def count_metrics(groups, clip_low: torch.Tensor, world: int) -> dict[str, torch.Tensor]:  # noqa: ANN001
+    """Totals over processes: probe tokens, dynamic-sampling rounds, discarded and trained
+    groups; and the mean clip ε over sequences. ``groups``: agpo.train.sampling.Groups."""
+    return {
+        "rollout/probe_tokens": total(groups.probe_tokens, world),
+        "rollout/sampling_rounds": torch.stack([torch.tensor(float(groups.rounds)), torch.tensor(1.0)]),
+        "rollout/discarded_groups": total(groups.discarded, world),
+        "rollout/groups": total(groups.size, world),
+        "ctrl/clip_eps": torch.stack([clip_low.float().sum().cpu(), torch.tensor(float(clip_low.numel()))]),
     }
 
 
@@ -139,8 +219,9 @@ def reduce_pairs(pairs: dict[str, torch.Tensor], all_reduce) -> dict[str, float]
     keys = sorted(pairs)
     if not keys:
         return {}
-    total = all_reduce(torch.stack([pairs[k].float().cpu() for k in keys]))  # [K, 2]
-    return {k: float(s / c) if c > 0 else 0.0 for k, (s, c) in zip(keys, total.tolist(), strict=True)}
+    sums = all_reduce(torch.stack([pairs[k].float().cpu() for k in keys]))  # [K, 2]
+    # A mean over nothing (e.g. every group skipped) is not 0: it is left out.
+    return {k: float(s / c) for k, (s, c) in zip(keys, sums.tolist(), strict=True) if c > 0}
 
 
 def write_samples(

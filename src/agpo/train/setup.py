@@ -4,66 +4,18 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from agpo.errors import UserError
 from agpo.io import env_info
 # re-exported: agpo.train.state imports resolve_device from here with the other setup steps
 from agpo.io import resolve_device as resolve_device
 from agpo.train.config import ModelConfig, RunConfig, TaskConfig
+from agpo.train.dist import Dist
 from agpo.types import TaskItem
-
-
-# ---------------------------------------------------------------------------------------------
-# processes
-
-
-@dataclass(frozen=True)
-class Dist:
-    """This process's place in a data-parallel run (rank 0 of 1 when run alone)."""
-
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed() -> Dist:
-    """Join the process group when launched by torchrun / accelerate (WORLD_SIZE > 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Dist()
-    if not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size())
-
-
-def all_reduce(x: torch.Tensor, op: dist.ReduceOp.RedOpType = dist.ReduceOp.SUM) -> torch.Tensor:
-    """``x`` reduced over processes (a new tensor on x's device; x itself is left alone).
-
-    NCCL reduces CUDA tensors only, so under NCCL the values travel through this process's GPU.
-    """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return x
-    on_gpu = dist.get_backend() == "nccl"
-    y = x.detach().to(torch.device("cuda", torch.cuda.current_device()) if on_gpu else x.device).clone()
-    dist.all_reduce(y, op=op)
-    return y.to(x.device)
-
-
-def all_reduce_sum(values: torch.Tensor, d: Dist) -> torch.Tensor:
-    """Sum of ``values`` over processes (a copy; the input is left alone)."""
-    return all_reduce(values) if d.world > 1 else values
 
 
 # ---------------------------------------------------------------------------------------------

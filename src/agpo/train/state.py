@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,18 +14,20 @@ import torch
 import torch.distributed as dist
 
 from agpo.algos.controllers import ClipController, StepKLTracker, TemperatureController
-from agpo.errors import UserError
+from agpo.errors import UserError, at
+from agpo.io import DirLock
 from agpo.rollout.engine import prepare_tokenizer, score
+from agpo.tasks import render_prompt
 from agpo.train import checkpoint as ckpt
-from agpo.train.config import RunConfig, from_yaml, save_yaml
+from agpo.train.config import RunConfig, TaskConfig, from_yaml, save_yaml, to_dict
+from agpo.train.dist import Dist, any_process, barrier, gather, init_distributed
 from agpo.train.metrics import MetricsLog
 from agpo.train.sampling import Sampler
 from agpo.train.setup import (
-    Dist, PromptStream, all_reduce_sum, init_distributed, load_items, load_models, prepare_run_dir,
-    resolve_device, write_env,
+    PromptStream, load_items, load_models, prepare_run_dir, resolve_device, write_env,
 )
-from agpo.train.update import UpdateSpec, lr_factor
-from agpo.types import Rollout
+from agpo.train.update import SkipCounter, UpdateSpec, lr_factor
+from agpo.types import Rollout, TaskItem
 
 
 @dataclass
@@ -46,23 +49,42 @@ class Run:
     temperature: TemperatureController
     clip: ClipController
     step_kl: StepKLTracker
+    skips: SkipCounter
     step: int = 0
     opt_steps: int = 0
     tokens_total: int = 0
+    lock: DirLock | None = field(default=None, repr=False)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     @classmethod
     def start(cls, cfg: RunConfig | None, out: Path, resume: bool) -> Run:
-        """Check the run directory, build everything, restore the last checkpoint on resume."""
+        """Check the run directory, build everything, restore the last checkpoint on resume.
+
+        The main process holds the run directory's lock from the first read of a resumed run
+        (or the creation of a new one) until ``close``.
+        """
         d = init_distributed()
+        lock = DirLock(out, "--resume") if resume and d.main else None
+        try:
+            return cls._start(cfg, out, resume, d, lock)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+
+    @classmethod
+    def _start(cls, cfg: RunConfig | None, out: Path, resume: bool, d: Dist,
+               lock: DirLock | None) -> Run:
+        file_cfg = None
         if resume:
             prepare_run_dir(out, resume=True)
-            cfg = cfg or from_yaml(out / "config.yaml")
+            file_cfg = from_yaml(out / "config.yaml", complete=True)
+            cfg = cfg or file_cfg
         assert cfg is not None
         _check_world(cfg, d)
-        if d.main and not resume and out.exists() and any(out.iterdir()):
-            prepare_run_dir(out, resume=False)  # raises: refuses a non-empty directory
+        if d.main and not resume:
+            _refuse_taken(out)
         # Data and models load before the run directory exists: bad input leaves nothing behind.
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
@@ -73,10 +95,22 @@ class Run:
                       if cfg.eval.every else None)
         policy, tokenizer, ref = load_models(cfg.model, cfg.algo.uses_reference, cfg.train.seed, device)
         prepare_tokenizer(tokenizer)
+        positions = _positions(policy)
+        check_prompt_lengths(items, cfg.task, cfg.task.spec, tokenizer, positions, cfg.rollout.max_new_tokens)
+        if eval_items:
+            check_prompt_lengths(eval_items, cfg.task, cfg.task.eval_spec or cfg.task.spec, tokenizer,
+                                 positions, cfg.rollout.max_new_tokens)
+        last = ckpt.newest_intact(out, _warner(d)) if resume else None
+        if last is not None and file_cfg is not None:
+            _check_against_checkpoint(out / "config.yaml", file_cfg, cfg, last)
         if d.main:
-            prepare_run_dir(out, resume=resume)
-            save_yaml(cfg, out / "config.yaml")  # on resume: with the flags given now
-        _barrier(d)
+            if not resume:
+                out.mkdir(parents=True, exist_ok=True)
+                lock = DirLock(out, "--out")
+                _refuse_taken(out)  # a run that started meanwhile
+            if file_cfg != cfg:  # on resume: with the flags given now
+                save_yaml(cfg, out / "config.yaml")
+        barrier(d)
         opt = cfg.optim
         optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=opt.lr,
                                       betas=opt.betas, eps=opt.eps, weight_decay=opt.weight_decay)
@@ -88,11 +122,12 @@ class Run:
         reward = build_reward(cfg.reward)
         temperature = TemperatureController.from_config(cfg.algo.adaptive)
         sampler = Sampler(cfg, policy, tokenizer, reward, generator, temperature,
-                          _local_items(stream, cfg.train.prompts_per_step, d), _any_process(d))
+                          _local_items(stream, cfg.train.prompts_per_step, d),
+                          lambda flag: any_process(flag, d))
         run = cls(cfg, out, d, device, policy, tokenizer, ref, optimizer, generator, stream, reward,
                   sampler, None, eval_items, temperature, ClipController.from_config(cfg.algo.adaptive),
-                  StepKLTracker.from_config(cfg.algo.adaptive))
-        last = ckpt.latest_checkpoint(out) if resume else None
+                  StepKLTracker.from_config(cfg.algo.adaptive), SkipCounter(cfg.train.max_skipped_steps),
+                  lock=lock)
         if last is not None:
             run._restore(last)  # without one, a resumed run starts over from step 0
         if d.main:
@@ -107,6 +142,8 @@ class Run:
         if self.d.world > 1 and dist.is_initialized():
             dist.barrier()  # no process may drop its connections while another still uses them
             dist.destroy_process_group()
+        if self.lock is not None:
+            self.lock.release()
 
     def finished(self) -> bool:
         budget = self.cfg.train.token_budget
@@ -152,15 +189,10 @@ class Run:
 
     def gather(self, per_group: torch.Tensor) -> list[float]:
         """A per-prompt value [b] of every process, in global prompt order (rank order)."""
-        values = [float(v) for v in per_group.detach().cpu().flatten().tolist()]
-        if self.d.world == 1:
-            return values
-        parts: list[list[float]] = [[] for _ in range(self.d.world)]
-        dist.all_gather_object(parts, values)
-        return [v for part in parts for v in part]
+        return gather([float(v) for v in per_group.detach().cpu().flatten().tolist()], self.d)
 
     def barrier(self) -> None:
-        _barrier(self.d)
+        barrier(self.d)
 
     def controllers(self) -> dict[str, Any]:
         return {"temperature": self.temperature, "clip": self.clip, "step_kl": self.step_kl}
@@ -168,6 +200,9 @@ class Run:
     # --- checkpoints -------------------------------------------------------------------------
 
     def save(self) -> None:
+        """Checkpoint this step: the main process writes the temporary folder, every other
+        process adds its sampling generator to it, then the main process checksums it and
+        renames it into place (so a checkpoint under its final name is always complete)."""
         if self.d.main:
             state = {
                 "opt_steps": self.opt_steps,
@@ -175,38 +210,52 @@ class Run:
                 "data": self.stream.state_dict(),
                 "controllers": {k: c.state_dict() for k, c in self.controllers().items()},
                 "scheduler": {"opt_steps": self.opt_steps, "schedule": self.cfg.optim.schedule},
+                "skipped_in_a_row": self.skips.run,
+                "world": self.d.world,
             }
-            ckpt.save_checkpoint(self.dir, self.step, self.policy, self.tokenizer, self.optimizer,
-                                 self.generator, state)
-            self._prune()
-        # Other processes' sampling streams differ: each saves its own generator state.
+            ckpt.begin_checkpoint(self.dir, self.step, self.policy, self.tokenizer, self.optimizer,
+                                  self.generator, state, to_dict(self.cfg))
         if self.d.world > 1:
-            rng_dir = self.dir / "checkpoints" / f"step_{self.step}"
-            _barrier(self.d)
-            from safetensors.torch import save_file
+            barrier(self.d)
+            if not self.d.main:
+                from safetensors.torch import save_file
 
-            save_file({"sampling": self.generator.get_state()}, str(rng_dir / f"rng_rank{self.d.rank}.safetensors"))
-            _barrier(self.d)
+                save_file({"sampling": self.generator.get_state()},
+                          str(ckpt.rank_rng_file(ckpt.tmp_dir(self.dir, self.step), self.d.rank)))
+            barrier(self.d)
+        if self.d.main:
+            ckpt.commit_checkpoint(self.dir, self.step)
+            self._prune()
+        barrier(self.d)
 
     def _restore(self, path: Path) -> None:
         state = ckpt.load_checkpoint(path, self.policy, self.optimizer, self.generator)
+        world = int(state.get("world", self.d.world))
+        if world != self.d.world:
+            raise UserError(f"{path}: written by a run of {world} processes; resume it with "
+                            f"{world} (each process's sampling stream is in the checkpoint)")
         self.step, self.opt_steps = int(state["step"]), int(state["opt_steps"])
         self.tokens_total = int(state["tokens_total"])
+        self.skips.run = int(state.get("skipped_in_a_row", 0))
         self.stream.load_state_dict(state["data"])
         for k, c in self.controllers().items():
             c.load_state_dict(state["controllers"][k])
-        rank_rng = path / f"rng_rank{self.d.rank}.safetensors"
-        if rank_rng.is_file():
+        if not self.d.main:
+            rank_rng = ckpt.rank_rng_file(path, self.d.rank)
+            if not rank_rng.is_file():
+                raise UserError(f"{rank_rng}: missing; this process's sampling stream cannot be "
+                                "restored (the checkpoint is incomplete)")
             from safetensors.torch import load_file
 
             self.generator.set_state(load_file(str(rank_rng))["sampling"])
 
     def _prune(self) -> None:
+        """Keep the --train.keep-checkpoints newest checkpoints up to this step. Newer ones are
+        left alone: after a fallback past a damaged checkpoint, they are redone and replaced."""
         keep = self.cfg.train.keep_checkpoints
-        root = self.dir / "checkpoints"
-        steps = sorted(int(p.name[5:]) for p in root.glob("step_*") if p.name[5:].isdigit())
-        for s in steps[:-keep] if keep else []:
-            shutil.rmtree(root / f"step_{s}", ignore_errors=True)
+        older = [p for s, p in ckpt.checkpoint_dirs(self.dir) if s <= self.step]
+        for path in older[:-keep] if keep else []:
+            shutil.rmtree(path, ignore_errors=True)
 
     def write_metrics(self, metrics: dict[str, float]) -> None:
         if self.log is not None:
@@ -225,9 +274,12 @@ def _local_items(stream: PromptStream, global_b: int, d: Dist):  # noqa: ANN202
     return lambda: stream.next(global_b)[d.rank * b : (d.rank + 1) * b]
 
 
-def _any_process(d: Dist):  # noqa: ANN202
-    """flag → True when it is True on some process (one tiny all-reduce)."""
-    return lambda flag: bool(all_reduce_sum(torch.tensor([float(flag)]), d).item() > 0)
+def _refuse_taken(out: Path) -> None:
+    """A new run needs an absent or empty --out (a directory, not a file)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file; give a directory for the run")
+    if not DirLock.empty(out):
+        raise UserError(f"--out {out}: directory is not empty; choose a new one or --resume {out}")
 
 
 def _check_world(cfg: RunConfig, d: Dist) -> None:
@@ -238,6 +290,69 @@ def _check_world(cfg: RunConfig, d: Dist) -> None:
         )
 
 
-def _barrier(d: Dist) -> None:
-    if d.world > 1:
-        dist.barrier()
+def _warner(d: Dist):  # noqa: ANN202
+    return lambda msg: print(f"warning: {msg}", file=sys.stderr) if d.main else None
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _check_against_checkpoint(path: Path, file_cfg: RunConfig, cfg: RunConfig, last: Path) -> None:
+    """Refuse a config.yaml that disagrees with the config its checkpoint was trained with,
+    unless the difference comes from a flag given now (a deliberate change, e.g. more steps)."""
+    theirs = ckpt.load_run_config(last)
+    if theirs is None:  # a checkpoint of an agpo that did not store its config
+        return
+    theirs, mine, now = _flat(theirs), _flat(to_dict(file_cfg)), _flat(to_dict(cfg))
+    diff = [k for k in mine if mine[k] != theirs.get(k, mine[k]) and now[k] == mine[k]]
+    if diff:
+        shown = ", ".join(f"{k} ({mine[k]!r} here, {theirs[k]!r} there)" for k in diff[:3])
+        flags = " ".join(f"--{k.replace('_', '-')} {mine[k]}" for k in diff[:3])
+        raise UserError(
+            f"{path}: differs from {last / ckpt.RUN_CONFIG}, the config of the checkpoint it "
+            f"resumes, in {shown}; restore config.yaml, or give the change as a flag ({flags})"
+        )
+
+
+def _positions(model: torch.nn.Module) -> int | None:
+    """How many positions the model attends over (None when its config does not say)."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+# A prompt longer than this many characters per model position is refused before it is
+# tokenized: tokenizing a 50 MB line takes minutes and gigabytes, and no tokenizer in use packs
+# 64 characters into one token on average.
+_CHARS_PER_POSITION = 64
+
+
+def check_prompt_lengths(
+    items: list[TaskItem], task: TaskConfig, spec: str, tokenizer: Any, positions: int | None,
+    max_new_tokens: int,
+) -> None:
+    """UserError naming the task file and line of the first prompt that, rendered with the
+    template, leaves fewer than ``max_new_tokens`` of the model's ``positions``."""
+    if positions is None:
+        return
+    budget = positions - max_new_tokens
+    if budget < 1:
+        raise UserError(f"--rollout.max-new-tokens {max_new_tokens}: the model has only "
+                        f"{positions} positions; lower it")
+    for it in items:
+        text = render_prompt(it, task.template, tokenizer)
+        n = (len(tokenizer(text).input_ids) if len(text) <= _CHARS_PER_POSITION * positions
+             else None)
+        if n is None or n > budget:
+            size = f"{len(text):,} characters" if n is None else f"{n} tokens"
+            raise at(spec, it.meta.get("line"),
+                     f"problem {it.id!r}: the prompt is {size}, more than the {budget} the model's "
+                     f"{positions} positions leave after --rollout.max-new-tokens {max_new_tokens}; "
+                     "shorten or drop it, or lower --rollout.max-new-tokens")

@@ -14,13 +14,15 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from agpo.algos.advantages import ADVANTAGES, AdvantageConfig, AdvantageOutput
 from agpo.algos.aggregation import AGGREGATIONS, LossNorm
 from agpo.algos.kl import KL_ESTIMATORS
 from agpo.algos.objectives import OBJECTIVES
+from agpo.errors import UserError
 from agpo.ops import entropy_from_logits, logprobs_from_logits, masked_mean
 from agpo.rollout.engine import micro_batches, response_logits, select, trim_padding
 from agpo.train.config import OptimConfig
-from agpo.train.setup import all_reduce
+from agpo.train.dist import all_reduce, all_reduce_grads, world_size
 from agpo.types import Rollout
 
 
@@ -68,6 +70,48 @@ class UpdateSpec:
     """With > 0, a micro-batch also holds at most this many padded tokens."""
 
 
+class NonFiniteError(UserError):
+    """Too many optimizer steps in a row had a NaN/inf loss or gradient: the run stops."""
+
+
+@dataclass
+class SkipCounter:
+    """Optimizer steps skipped in a row for a non-finite loss or gradient (checkpointed)."""
+
+    limit: int
+    run: int = 0
+
+    def record(self, skipped: bool) -> None:
+        self.run = self.run + 1 if skipped else 0
+        if self.run >= self.limit:
+            raise NonFiniteError(
+                f"the loss or gradient was NaN/inf in {self.run} optimizer steps in a row "
+                f"(--train.max-skipped-steps {self.limit}): the run stops with its weights as "
+                "before the first of them and its last checkpoint intact; lower --optim.lr or "
+                "check the rewards, then --resume with the fixed flags"
+            )
+
+
+def group_advantages(scores: torch.Tensor, usable: torch.Tensor, name: str,
+                     cfg: AdvantageConfig) -> AdvantageOutput:
+    """The estimator ``name`` on the usable groups only; the other groups (an unusable gold
+    answer: a skip, not a reward) get advantage 0 and keep False, so they leave the loss and
+    its denominator and no estimator statistic sees them.
+
+    scores [B, G], usable [B] bool → AdvantageOutput with [B, G] tensors; stats over the usable
+    groups (empty when none is).
+    """
+    if bool(usable.all()):
+        return ADVANTAGES.get(name)(scores, cfg)
+    advantages = torch.zeros_like(scores)
+    keep = torch.zeros_like(scores, dtype=torch.bool)
+    if not bool(usable.any()):
+        return AdvantageOutput(advantages, keep, {})
+    part = ADVANTAGES.get(name)(scores[usable], cfg)
+    advantages[usable], keep[usable] = part.advantages, part.keep
+    return AdvantageOutput(advantages, keep, part.stats)
+
+
 def lr_factor(opt_step: int, cfg: OptimConfig, total: int) -> float:
     """Multiplier of --optim.lr at optimizer step ``opt_step`` (0-based): warm-up, then decay."""
     if opt_step < cfg.warmup_steps:
@@ -85,11 +129,15 @@ def update(
     spec: UpdateSpec,
     lr_at: Callable[[], float],
     generator: torch.Generator | None = None,
+    skips: SkipCounter | None = None,
 ) -> dict[str, float]:
     """Run the update epochs on ``batch``; return loss metrics reduced over micro-batches,
     mini-batches and processes. ``lr_at()`` gives the LR of the next optimizer step (it advances
-    the schedule). Mini-batches are whole prompt groups, reshuffled each epoch.
+    the schedule, skipped steps included). Mini-batches are whole prompt groups, reshuffled each
+    epoch. A mini-batch whose loss or gradient is not finite is skipped (no optimizer step; the
+    count is ``skipped_steps``); ``skips`` raises NonFiniteError after too many in a row.
     """
+    skips = skips if skips is not None else SkipCounter(limit=1 << 62)
     model.train()
     n_groups = batch.advantages.shape[0] // spec.group_size
     stats = _Stats()
@@ -98,7 +146,7 @@ def update(
                  else torch.arange(n_groups))
         for groups in order.tensor_split(spec.mini_batches):  # exactly this many, even if empty
             rows = (groups.unsqueeze(1) * spec.group_size + torch.arange(spec.group_size)).flatten()
-            _mini_batch_step(model, optimizer, batch, rows.sort().values, spec, lr_at(), stats)
+            _mini_batch_step(model, optimizer, batch, rows.sort().values, spec, lr_at(), stats, skips)
     return stats.reduce()
 
 
@@ -110,8 +158,10 @@ def _mini_batch_step(
     spec: UpdateSpec,
     lr: float,
     stats: _Stats,
+    skips: SkipCounter,
 ) -> None:
-    """One optimizer step over ``rows`` (indices into the batch), micro-batched."""
+    """One optimizer step over ``rows`` (indices into the batch), micro-batched; skipped when
+    the loss or gradient is not finite."""
     rows = rows.to(batch.loss_mask.device)
     norm = _global_norm(LossNorm.from_mask(batch.loss_mask[rows], spec.max_len))
     if float(norm.tokens) == 0:  # nothing kept anywhere (e.g. all dropped): no step, no Adam drift
@@ -123,12 +173,24 @@ def _mini_batch_step(
         # order in which micro-batch gradients are summed changes (float rounding).
         lengths = batch.rollout.response_mask[rows].sum(-1)  # [n]
         rows = rows[torch.sort(lengths, stable=True).indices]
+    loss = torch.zeros(())
     for mb in micro_batches(rows, batch.rollout, spec.micro_batch_size, spec.micro_batch_tokens):
-        _micro_batch_loss(model, batch, mb, spec, norm, stats).backward()
-    _all_reduce_grads(model)
+        mb_loss = _micro_batch_loss(model, batch, mb, spec, norm, stats)
+        mb_loss.backward()
+        loss = loss + mb_loss.detach().cpu()
+    all_reduce_grads(model)
     params = [p for p in model.parameters() if p.requires_grad]
     clip = spec.grad_clip if spec.grad_clip > 0 else math.inf
     grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+    # The gradient norm is global (gradients are summed first), this process's loss is not: one
+    # MIN-reduce makes every process skip together. One host sync per optimizer step.
+    finite = (torch.isfinite(grad_norm.detach().cpu()) & torch.isfinite(loss)).float().reshape(1)
+    skipped = bool(all_reduce(finite, dist.ReduceOp.MIN).item() == 0)
+    skips.record(skipped)
+    if skipped:
+        optimizer.zero_grad(set_to_none=True)  # weights and Adam moments stay as they were
+        stats.skipped += 1
+        return
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.step()
@@ -202,6 +264,7 @@ class _Stats:
         self.steps_vals: dict[str, torch.Tensor] = {}
         self.peaks: dict[str, torch.Tensor] = {}
         self.steps = 0
+        self.skipped = 0
 
     def token_mean(self, key: str, value: torch.Tensor, tokens: torch.Tensor) -> None:
         pair = torch.stack([value.detach().float() * tokens.float(), tokens.float()])
@@ -231,35 +294,14 @@ class _Stats:
         out.update({k: vals[2 * len(wk) + i] / steps for i, k in enumerate(sk)})
         out.update({k: float(v) / steps for k, v in self.steps_vals.items()})
         out.update({k: float(v) for k, v in zip(pk, peaks.tolist(), strict=True)})
+        out["skipped_steps"] = float(self.skipped)
         return out
-
-
-def _world() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def _global_norm(norm: LossNorm) -> LossNorm:
     """Sum the token and sequence counts over processes (one small all-reduce)."""
-    if _world() == 1:
+    if world_size() == 1:
         return norm
     counts = all_reduce(torch.stack([torch.as_tensor(norm.tokens).float(),
                                      torch.as_tensor(norm.sequences).float()]))
     return LossNorm(tokens=counts[0], sequences=counts[1], max_len=norm.max_len)
-
-
-def _all_reduce_grads(model: torch.nn.Module) -> None:
-    """Sum gradients over processes: each loss is already a share of the global loss.
-
-    A process whose share of the mini-batch was empty has no gradients: it sends zeros.
-    """
-    if _world() == 1:
-        return
-    params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-    flat = all_reduce(torch.cat([p.grad.flatten() for p in params]))
-    offset = 0
-    for p in params:
-        p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
-        offset += p.numel()
