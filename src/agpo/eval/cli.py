@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from agpo.errors import UserError
 from agpo.eval.runner import Timing, evaluate_items, write_json
 from agpo.eval.samples import SAMPLES
 from agpo.io import env_info, resolve_device
+from agpo.models import Dtype
+from agpo.models import load as load_model
 from agpo.tasks import TEMPLATES, load_task, write_items
 from agpo.types import TaskItem
 
@@ -32,7 +32,8 @@ class EvalConfig:
     """Sample n responses per problem, verify them, report pass@k for k = 1, 2, 4, ..., n."""
 
     model: str
-    """A from_pretrained folder with the model and its tokenizer (any agpo checkpoint)."""
+    """A from_pretrained folder with the model and its tokenizer (any agpo checkpoint), or a
+    built-in model: smollm2-135m-instruct, testbed, testbed:TASK (see agpo.models)."""
     task: str
     """A registered task (gsm8k, math500, aime24, testbed_add, ...) or a .jsonl/.json/.parquet
     file."""
@@ -64,6 +65,8 @@ class EvalConfig:
     """Seed of the sampling streams."""
     device: str = "auto"
     """cpu, cuda, cuda:1, ... ; auto: cuda when available."""
+    dtype: Dtype = "auto"
+    """Parameter dtype: fp32, bf16, or auto (bf16 on a GPU that supports it, else fp32)."""
     progress: bool = True
     """Show a progress bar."""
 
@@ -96,7 +99,8 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     _prepare_out(cfg)
     write_items(items, cfg.out / "problems.jsonl")
     device = resolve_device(cfg.device)
-    model, tokenizer = _load_model(cfg.model, device)
+    model, tokenizer = load_model(cfg.model, device=device, dtype=cfg.dtype)
+    model.eval()
     write_json(cfg.out / "env.json", env_info(device, seed=cfg.seed))
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, top_p=cfg.top_p,
                               temperature=cfg.temperature, batch_size=cfg.batch_size)
@@ -139,16 +143,6 @@ def _prepare_out(cfg: EvalConfig) -> None:
 
 def _config_dict(cfg: EvalConfig) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
-
-
-def _load_model(model_dir: str, device: torch.device) -> tuple[torch.nn.Module, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if not (Path(model_dir) / "config.json").exists():
-        raise UserError(f"--model {model_dir}: not a from_pretrained folder (no config.json)")
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
-    return model.eval(), AutoTokenizer.from_pretrained(model_dir)
 
 
 def main(argv: list[str]) -> int:

