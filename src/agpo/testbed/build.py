@@ -24,6 +24,7 @@ import torch
 from transformers import PreTrainedTokenizerFast
 
 from agpo.errors import UserError
+from agpo.models import cache_root
 from agpo.testbed import tasks
 from agpo.testbed.tiny import char_tokenizer, tiny_llama
 
@@ -66,14 +67,6 @@ class Recipe:
     def hash(self) -> str:
         blob = json.dumps({"version": RECIPE_VERSION, **asdict(self)}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def cache_root() -> Path:
-    """``$AGPO_CACHE`` or ``~/.cache/agpo`` (XDG_CACHE_HOME respected)."""
-    if env := os.environ.get("AGPO_CACHE"):
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "agpo"
 
 
 def model_dir(seed: int, recipe: Recipe) -> Path:
