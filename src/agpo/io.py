@@ -121,12 +121,38 @@ def finite_number(row: dict[str, Any], key: str, path: object, lineno: int,
     if value is None and optional:
         return None
     kind = "an integer" if integer else "a finite number"
-    ok = (not isinstance(value, bool) and isinstance(value, int | float)
-          and (isinstance(value, int) if integer else math.isfinite(value)))
+    ok = (isinstance(value, int) and not isinstance(value, bool)) if integer else is_finite_number(value)
     if not ok:
         got = "missing" if key not in row else f"got {json.dumps(value)[:40]}"
         raise at(path, lineno, f"field {key!r}: expected {kind}, {got}")
     return value
+
+
+def is_finite_number(x: Any) -> bool:
+    """A JSON number that is a finite float (a 400-digit integer is not: float() overflows)."""
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return False
+    try:
+        return math.isfinite(float(x))
+    except OverflowError:
+        return False
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The rows of a metrics.jsonl, each with an integer ``step`` and numeric (or null) values.
+
+    A torn last line (a run killed mid-write) is dropped; any other bad line is a UserError
+    naming file, line and field.
+    """
+    rows = []
+    for lineno, row in read_jsonl(path, skip_torn_tail=True):
+        finite_number(row, "step", path, lineno, integer=True)
+        for key, value in row.items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise at(path, lineno, f"field {key!r}: expected a number or null, got "
+                                       f"{json.dumps(value)[:40]}")
+        rows.append(row)
+    return rows
 
 
 def dumps_finite(row: dict[str, Any]) -> str:

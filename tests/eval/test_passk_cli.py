@@ -34,7 +34,7 @@ def test_exact_on_large_interleaved_file(tmp_path, capsys):
     ]
     rng.shuffle(rows)
     got = run_json(capsys, "--in", str(write(tmp_path / "s.jsonl", rows)))
-    assert got["problems"] == 12 and got["min_samples"] == 300 and got["limited_by"] == "p0"
+    assert got["num_problems"] == 12 and got["n"] == 300 and got["limited_by"] == "p0"
     ks = [1, 2, 4, 8, 16, 32, 64, 128, 256, 300]
     assert [key for key in got if key.startswith("pass@")] == [f"pass@{k}" for k in ks]
     for k in ks:

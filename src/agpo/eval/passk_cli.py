@@ -2,8 +2,9 @@
 
 Rows need ``problem_id`` and either ``correct`` (bool) or ``score`` (number; correct iff
 score ≥ --threshold). Rows may come in any order. k runs over 1, 2, 4, … up to the smallest
-number of samples any problem has (plus that number when it is not a power of two).
-Imports no torch, so it starts fast.
+number of samples any problem has (plus that number when it is not a power of two). The numbers
+are ``agpo eval``'s (one summary, ``agpo.eval.summary``): rows with failure ``bad_gold`` are left
+out and their problems reported as skipped. Imports no torch, so it starts fast.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Annotated, Any
 
 import tyro
 
-from agpo.errors import at
-from agpo.eval.passk import avg_at_n, coverage, pass_at_k_curve, report_ks
+from agpo.errors import UserError, at
+from agpo.eval.samples import check_row
+from agpo.eval.summary import BAD_GOLD, ProblemTally, summarize, tally
 from agpo.io import iter_jsonl
 
 
@@ -34,68 +36,23 @@ class PasskArgs:
     threshold: float = 1.0
     """Rows with a numeric score count as correct iff score ≥ threshold."""
 
-
-@dataclass
-class Tally:
-    """Samples and correct samples per problem, in first-seen order."""
-
-    n: dict[str, int]
-    c: dict[str, int]
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.threshold):
+            raise UserError(f"--threshold {self.threshold}: give a finite number")
 
 
-def _parse_row(
-    row: dict[str, Any], path: object, lineno: int, threshold: float
-) -> tuple[str, bool]:
-    pid = row.get("problem_id")
-    if pid is None:
-        raise at(path, lineno, "problem_id: missing")
-    if isinstance(pid, bool) or not isinstance(pid, (str, int)):
-        raise at(path, lineno, f"problem_id: expected a string or integer, got {pid!r}")
-    if "correct" in row:
-        ok = row["correct"]
-        if not isinstance(ok, bool):
-            raise at(path, lineno, f"correct: expected true or false, got {ok!r}")
-        return str(pid), ok
-    if "score" in row:
-        score = row["score"]
-        if (
-            isinstance(score, bool)
-            or not isinstance(score, (int, float))
-            or not math.isfinite(score)
-        ):
-            raise at(path, lineno, f"score: expected a finite number, got {score!r}")
-        return str(pid), score >= threshold
-    raise at(path, lineno, "correct: missing (give correct (bool) or score (number))")
-
-
-def tally(lines: Iterable[str], path: object, threshold: float = 1.0) -> Tally:
-    """Count samples and correct ones per problem; blank lines are skipped."""
-    n: dict[str, int] = {}
-    c: dict[str, int] = {}
+def tally_lines(lines: Iterable[str], path: object, threshold: float = 1.0) -> dict[str, ProblemTally]:
+    """Per-problem tallies of a samples stream (``agpo.eval.summary``); blank lines are skipped,
+    a bad row is a UserError naming file, line and field."""
+    tallies: dict[str, ProblemTally] = {}
     for lineno, row in iter_jsonl(lines, path):
-        pid, ok = _parse_row(row, path, lineno, threshold)
-        n[pid] = n.get(pid, 0) + 1
-        c[pid] = c.get(pid, 0) + int(ok)
-    if not n:
+        tally([check_row(row, path, lineno, threshold)], into=tallies)
+    if not tallies:
         raise at(path, None, "no samples (the file is empty)")
-    return Tally(n, c)
-
-
-def summarize(t: Tally) -> dict[str, Any]:
-    """pass@k for the reported ks, avg@n, coverage and which problem limits k."""
-    limiting = min(t.n, key=lambda pid: t.n[pid])
-    n_min = t.n[limiting]
-    ns, cs = list(t.n.values()), [t.c[pid] for pid in t.n]
-    curve = pass_at_k_curve(ns, cs, report_ks(n_min))
-    return {
-        **{f"pass@{k}": v for k, v in curve.items()},
-        "problems": len(ns),
-        "samples": sum(ns),
-        "min_samples": n_min,
-        "limited_by": limiting,
-        "avg@n": avg_at_n(ns, cs),
-        "coverage": coverage(cs),
-    }
+    if not any(t.n for t in tallies.values()):
+        raise at(path, None, f"all {len(tallies)} problems were skipped (failure {BAD_GOLD!r}: "
+                             "their gold answer is unusable); no pass@k")
+    return tallies
 
 
 def _print_table(summary: dict[str, Any], source: str) -> None:
@@ -110,23 +67,25 @@ def _print_table(summary: dict[str, Any], source: str) -> None:
             table.add_row(key[5:], f"{value:.4f}")
     console = Console()
     console.print(table)
+    skipped = summary["skipped_problems"]
     console.print(
-        f"{summary['problems']} problems, {summary['samples']} samples; avg@n "
+        f"{summary['num_problems']} problems, {summary['num_samples']} samples; avg@n "
         f"{summary['avg@n']:.4f}, coverage {summary['coverage']:.4f}; k is limited to "
-        f"{summary['min_samples']} by problem {summary['limited_by']!r}"
+        f"{summary['n']} by problem {summary['limited_by']!r}"
+        + (f"; {skipped} problem(s) skipped (unusable gold answer)" if skipped else "")
     )
 
 
 def main(argv: list[str]) -> int:
     args = tyro.cli(PasskArgs, args=argv, prog="agpo passk")
     if str(args.in_) == "-":
-        t = tally(sys.stdin, "<stdin>", args.threshold)
+        tallies = tally_lines(sys.stdin, "<stdin>", args.threshold)
     else:
         if not args.in_.is_file():
             raise at(args.in_, None, "no such file")
         with args.in_.open(encoding="utf-8") as f:
-            t = tally(f, args.in_, args.threshold)
-    summary = summarize(t)
+            tallies = tally_lines(f, args.in_, args.threshold)
+    summary = summarize(tallies)
     if args.json:
         print(json.dumps(summary))
     else:

@@ -2,10 +2,12 @@
 
 Eval directories (samples.jsonl, from ``agpo eval`` or anything writing its rows) are grouped by
 benchmark; each benchmark gets overlaid pass@k curves with 95% bootstrap intervals over problems
-(base against trained is the headline) and a table. Run directories (metrics.jsonl, from
-``agpo train``) get training curves of whatever they logged, and their eval/ subfolders join the
-benchmarks. A sample viewer shows a few completions per model. Plots are base64 PNG; every piece
-of model or dataset text goes through ``html.escape`` (it is untrusted).
+(base against trained is the headline), a panel per named subset of problems beside it (e.g. the
+testbed's niche), and a table. Run directories (metrics.jsonl, from ``agpo train``) are compared
+on shared axes: one panel per training quantity, one line per run; a quantity that is constant in
+every run becomes a line of text. Their eval/ subfolders join the benchmarks. A sample viewer
+shows a few completions per model. A model keeps its colour in every figure. Plots are base64
+PNG; every piece of model or dataset text goes through ``html.escape`` (it is untrusted).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import html
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,22 +23,26 @@ from typing import Any
 from agpo.errors import UserError, at
 from agpo.eval.bootstrap import bootstrap_ci, per_problem_passk
 from agpo.eval.passk import report_ks
-from agpo.eval.plots import Curve, passk_figure, training_figure
+from agpo.eval.plots import Curve, Series, colors_for, passk_panels, png_base64, training_panels
 from agpo.eval.samples import SAMPLES, iter_rows
 from agpo.eval.summary import summarize, tally
+from agpo.io import read_metrics
 
-# Training panels: title → metric keys tried (all present ones are drawn).
+# Training panels: title → metric keys tried in order (the first one a run logged is drawn).
 TRAINING_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("reward", ("reward/mean", "reward/shaped_mean")),
     ("token entropy", ("rollout/entropy",)),
-    ("all / none solved", ("reward/all_solved_frac", "reward/none_solved_frac",
-                           "reward/all_solved", "reward/none_solved")),
+    ("all solved (fraction of prompts)", ("reward/all_solved_frac", "reward/all_solved")),
+    ("none solved (fraction of prompts)", ("reward/none_solved_frac", "reward/none_solved")),
+    ("positive log-prob increment", ("loss/pos_logprob_delta",)),
     ("clip ε", ("ctrl/clip_eps", "ctrl/eps")),
-    ("temperature", ("ctrl/temperature", "rollout/temperature")),
-    ("KL", ("loss/ref_kl", "loss/approx_kl", "ctrl/step_kl")),
+    ("temperature", ("rollout/temperature", "ctrl/temperature")),
+    ("KL to reference", ("loss/ref_kl",)),
+    ("approx. KL π_old → π (k3)", ("loss/approx_kl",)),
     ("response length", ("rollout/response_len",)),
-    ("held-out pass@k", ("eval/pass@1", "eval/pass@8", "eval/pass@64", "eval/pass@256")),
+    ("held-out pass@1", ("eval/pass@1",)),
 )
+SMOOTH_POINTS = 60  # training curves are moving averages over len/60 steps: 5 per 300 steps
 VIEWER_PROBLEMS = 6
 VIEWER_PER_KIND = 2  # correct and incorrect completions shown per problem
 TEXT_LIMIT = 2000  # characters of a completion shown; the rest is cut (noted)
@@ -92,33 +98,33 @@ def load_eval(path: Path, label: str) -> EvalDir:
 
 
 def load_run(path: Path, label: str) -> RunDir:
-    rows = []
-    with (path / "metrics.jsonl").open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise at(path / "metrics.jsonl", lineno, f"not valid JSON ({e.msg})") from None
-    return RunDir(path, label, rows)
+    return RunDir(path, label, read_metrics(path / "metrics.jsonl"))  # rows checked: numbers
 
 
-def discover(dirs: Sequence[Path]) -> tuple[list[EvalDir], list[RunDir]]:
-    """Eval dirs (samples.jsonl, also one level down, e.g. RUN/eval/final/) and run dirs."""
+def discover(
+    dirs: Sequence[Path], labels: Mapping[str, str] | None = None,
+) -> tuple[list[EvalDir], list[RunDir]]:
+    """Eval dirs (samples.jsonl, also one level down, e.g. RUN/eval/final/) and run dirs.
+
+    ``labels`` maps a directory as given (str of the path) to its label in legends and tables;
+    without one a directory is labelled by its name.
+    """
+    labels = labels or {}
     evals: list[tuple[Path, str]] = []
     runs: list[RunDir] = []
     for d in dirs:
         if not d.is_dir():
             raise UserError(f"{d}: not a directory")
         found = False
+        name = labels.get(str(d), d.name)
         if (d / "metrics.jsonl").exists():
-            runs.append(load_run(d, d.name))
+            runs.append(load_run(d, name))
             found = True
         for sample_file in [d / SAMPLES, *sorted(d.glob(f"*/{SAMPLES}")),
                             *sorted(d.glob(f"eval/*/{SAMPLES}"))]:
             if sample_file.exists():
                 sub = sample_file.parent
-                evals.append((sub, d.name if sub == d else f"{d.name}/{sub.relative_to(d)}"))
+                evals.append((sub, name if sub == d else f"{name}/{sub.relative_to(d)}"))
                 found = True
         if not found:
             raise UserError(f"{d}: neither an eval directory ({SAMPLES}) nor a run directory "
@@ -135,58 +141,145 @@ def _fmt(x: Any) -> str:
     return html.escape(str(x)) if x is not None else "–"
 
 
-def benchmark_section(name: str, evals: Sequence[EvalDir]) -> str:
-    """Overlaid pass@k curves (k up to the smallest n among the models) and the table."""
+def passk_curve(e: EvalDir, ks: Sequence[int], ids: Collection[str] | None = None) -> Curve:
+    """Mean pass@k of one eval with its 95% bootstrap interval, over ``ids`` (default all)."""
+    keep = [i for i, pid in enumerate(e.ids) if ids is None or pid in ids]
+    values = per_problem_passk([e.ns[i] for i in keep], [e.cs[i] for i in keep], ks)  # [P, K]
+    low, high = bootstrap_ci(values)
+    return Curve(e.label, ks, list(values.mean(axis=0)), list(low), list(high))
+
+
+def _passk_table(curves: Sequence[Curve], evals: Sequence[EvalDir], extra: bool) -> str:
+    rows = []
+    for c, e in zip(curves, evals, strict=True):
+        cells = [f"{m:.3f} <span class=ci>[{lo:.3f}, {hi:.3f}]</span>"
+                 for m, lo, hi in zip(c.mean, c.low, c.high)]
+        more = [_fmt(e.metrics.get(k)) for k in
+                ("maj@1", "coverage", "distinct_correct", "mean_length", "mean_token_entropy")]
+        rows.append(f"<tr><th>{html.escape(e.label)}</th><td>{len(e.ns)}</td><td>{min(e.ns)}"
+                    f"</td>{''.join(f'<td>{x}</td>' for x in cells + (more if extra else []))}</tr>")
+    head = "".join(f"<th>pass@{k}</th>" for k in curves[0].ks)
+    if extra:
+        head += ("<th>maj@1</th><th>coverage</th><th>distinct correct</th><th>mean length</th>"
+                 "<th>token entropy</th>")
+    return (f"<div class=scroll><table><tr><th>model</th><th>problems</th><th>n</th>{head}</tr>"
+            f"{''.join(rows)}</table></div>")
+
+
+def benchmark_section(
+    name: str, evals: Sequence[EvalDir], colors: Mapping[str, str] | None = None,
+    subsets: Mapping[str, Collection[str]] | None = None,
+) -> str:
+    """Overlaid pass@k curves (k up to the smallest n among the models), each named subset of
+    problems in a panel beside them, and the tables."""
     n_common = min(min(e.ns) for e in evals)
     ks = report_ks(n_common)
-    curves, rows = [], []
-    for e in evals:
-        values = per_problem_passk(e.ns, e.cs, ks)  # [P, K]
-        low, high = bootstrap_ci(values)
-        mean = values.mean(axis=0)
-        curves.append(Curve(e.label, ks, list(mean), list(low), list(high)))
-        cells = [f"{m:.3f} <span class=ci>[{lo:.3f}, {hi:.3f}]</span>"
-                 for m, lo, hi in zip(mean, low, high)]
-        extra = [_fmt(e.metrics.get(k)) for k in
-                 ("maj@1", "coverage", "distinct_correct", "mean_length", "mean_token_entropy")]
-        rows.append(f"<tr><th>{html.escape(e.label)}</th><td>{len(e.ns)}</td><td>{min(e.ns)}"
-                    f"</td>{''.join(f'<td>{c}</td>' for c in cells + extra)}</tr>")
-    head = "".join(f"<th>pass@{k}</th>" for k in ks)
-    img = passk_figure(f"{name}: pass@k (95% bootstrap CI over problems)", curves)
+    curves = [passk_curve(e, ks) for e in evals]
+    panels = [(f"all problems ({len(evals[0].ids)})", curves)]
+    tables = _passk_table(curves, evals, extra=True)
+    for sub, ids in (subsets or {}).items():
+        members = [e for e in evals if any(pid in ids for pid in e.ids)]
+        if not members:
+            continue
+        sub_curves = [passk_curve(e, ks, ids) for e in members]
+        count = sum(pid in ids for pid in members[0].ids)
+        panels.append((f"{sub} ({count})", sub_curves))
+        tables += (f"<h3>{html.escape(sub)}</h3>"
+                   + _passk_table(sub_curves, [_subset(e, ids) for e in members], extra=False))
+    img = png_base64(passk_panels(panels, colors, f"{name}: pass@k (95% bootstrap CI over "
+                                                   "problems)", cols=len(panels)))
     return (f"<section><h2>{html.escape(name)}</h2>"
             f"<img alt='pass@k curves for {html.escape(name)}' src='data:image/png;base64,{img}'>"
-            f"<div class=scroll><table><tr><th>model</th><th>problems</th><th>n</th>{head}"
-            "<th>maj@1</th><th>coverage</th><th>distinct correct</th><th>mean length</th>"
-            f"<th>token entropy</th></tr>{''.join(rows)}</table></div></section>")
+            f"{tables}</section>")
 
 
-def _series(rows: Sequence[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
-    steps, values = [], []
+def _subset(e: EvalDir, ids: Collection[str]) -> EvalDir:
+    keep = [i for i, pid in enumerate(e.ids) if pid in ids]
+    return EvalDir(e.path, e.label, e.benchmark, [e.ids[i] for i in keep],
+                   [e.ns[i] for i in keep], [e.cs[i] for i in keep], e.metrics)
+
+
+def metric_series(rows: Sequence[dict[str, Any]], key: str, x_key: str | None) -> Series:
+    xs, ys = [], []
     for i, row in enumerate(rows):
         v = row.get(key)
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-            steps.append(float(row.get("step", i)))
-            values.append(float(v))
-    return steps, values
+            x = row.get(x_key, math.nan) if x_key else row.get("step", i)
+            xs.append(float(x) / (1000 if x_key else 1))
+            ys.append(float(v))
+    return xs, ys
 
 
-def run_section(run: RunDir) -> str:
-    panels = []
+def moving_average(ys: list[float], w: int) -> list[float]:
+    """Trailing moving average over ``w`` points (the first points average what exists)."""
+    out, acc = [], 0.0
+    for i, y in enumerate(ys):
+        acc += y - (ys[i - w] if i >= w else 0.0)
+        out.append(acc / min(i + 1, w))
+    return out
+
+
+def _constant(values: Sequence[float]) -> bool:
+    return max(values) - min(values) <= 1e-6 * max(1.0, abs(values[0]))
+
+
+def _constant_text(title: str, series: Mapping[str, Series]) -> str:
+    by_value: dict[str, list[str]] = {}
+    for label, (_, ys) in series.items():
+        by_value.setdefault(f"{ys[0]:.4g}", []).append(label)
+    if len(by_value) == 1:
+        return f"{title} {next(iter(by_value))}"
+    return f"{title} " + ", ".join(f"{v} ({', '.join(labs)})" for v, labs in by_value.items())
+
+
+def runs_section(runs: Sequence[RunDir], colors: Mapping[str, str] | None = None) -> str:
+    """Training dynamics of every run on shared axes: a panel per quantity, a line per run.
+
+    The x axis is generated tokens when every run logs them (runs under one token budget but
+    with different step counts line up), steps otherwise.
+    """
+    x_key = ("perf/tokens_total" if all(any("perf/tokens_total" in r for r in run.rows)
+                                        for run in runs) else None)
+    panels, constant = [], []
+    longest = max(len(run.rows) for run in runs)
+    w = max(1, longest // SMOOTH_POINTS)
     for title, keys in TRAINING_PANELS:
-        series = {k: s for k in keys if (s := _series(run.rows, k))[0]}
-        if series:
-            panels.append((title, series))
-    if not panels:
-        return (f"<section><h2>run: {html.escape(run.label)}</h2><p>metrics.jsonl has none of "
-                "the plotted keys.</p></section>")
-    img = training_figure(f"run {run.label}", panels)
-    last = run.rows[-1] if run.rows else {}
-    cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{_fmt(last[k])}</td></tr>"
-                    for title, keys in TRAINING_PANELS for k in keys if k in last)
-    return (f"<section><h2>run: {html.escape(run.label)}</h2>"
-            f"<img alt='training curves of {html.escape(run.label)}' "
-            f"src='data:image/png;base64,{img}'><details><summary>last logged step "
-            f"({_fmt(last.get('step'))})</summary><table>{cells}</table></details></section>")
+        series: dict[str, Series] = {}
+        for run in runs:
+            key = next((k for k in keys if any(k in r for r in run.rows)), None)
+            if key is not None and (s := metric_series(run.rows, key, x_key))[0]:
+                series[run.label] = s
+        if not series:
+            continue
+        if all(_constant(ys) for _, ys in series.values()):
+            constant.append(_constant_text(title, series))
+        else:
+            panels.append((title, {k: (xs, moving_average(ys, w)) for k, (xs, ys) in series.items()}))
+    names = ", ".join(html.escape(r.label) for r in runs)
+    text = f"<p>{len(runs)} run{'s' if len(runs) > 1 else ''}: {names}."
+    if w > 1:
+        text += f" Lines are trailing moving averages over {w} steps."
+    if constant:
+        text += " Constant in every run: " + html.escape("; ".join(constant)) + "."
+    text += "</p>"
+    img = ""
+    if panels:
+        xlabel = "generated tokens (thousands)" if x_key else "step"
+        fig = training_panels(panels, colors, xlabel)
+        img = (f"<img alt='training curves of {names}' "
+               f"src='data:image/png;base64,{png_base64(fig)}'>")
+    else:
+        text += "<p>metrics.jsonl has none of the plotted keys.</p>"
+    keys = [k for _, ks in TRAINING_PANELS for k in ks if any(k in run.rows[-1] for run in runs
+                                                             if run.rows)]
+    head = "".join(f"<th>{html.escape(r.label)}</th>" for r in runs)
+    cells = "".join(
+        f"<tr><th>{html.escape(k)}</th>"
+        + "".join(f"<td>{_fmt(r.rows[-1].get(k) if r.rows else None)}</td>" for r in runs)
+        + "</tr>" for k in ["step", *keys])
+    return (f"<section><h2>training dynamics</h2>{text}{img}<details><summary>last logged step "
+            f"of each run</summary><div class=scroll><table><tr><th>metric</th>{head}</tr>"
+            f"{cells}</table></div></details></section>")
 
 
 def _completion(row: dict[str, Any]) -> str:
@@ -251,28 +344,49 @@ window.addEventListener('load', function () {
 """
 
 
-def render_html(evals: Sequence[EvalDir], runs: Sequence[RunDir]) -> str:
+def page(title: str, body: str) -> str:
+    """A self-contained HTML page: the report's style and its load-check script around ``body``
+    (``body`` is HTML already escaped by its writer)."""
+    return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+            f"<title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style><script>{CHECK_SCRIPT}</script></head><body>"
+            f"<h1>{html.escape(title)}</h1>{body}</body></html>")
+
+
+def render_html(
+    evals: Sequence[EvalDir], runs: Sequence[RunDir],
+    subsets: Mapping[str, Collection[str]] | None = None, title: str = "agpo report",
+    intro: str = "",
+) -> str:
+    """The report's HTML (``intro``: HTML placed before the sections, escaped by its writer)."""
+    colors = colors_for([*(e.label for e in evals), *(r.label for r in runs)])
     by_bench: dict[str, list[EvalDir]] = {}
     for e in evals:
         by_bench.setdefault(e.benchmark, []).append(e)
-    parts = [benchmark_section(name, group) for name, group in by_bench.items()]
-    parts += [run_section(r) for r in runs]
+    parts = [benchmark_section(name, group, colors, subsets) for name, group in by_bench.items()]
+    if runs:
+        parts.append(runs_section(runs, colors))
     if evals:
         parts.append("<h2>sample viewer</h2>" + "".join(viewer_section(e) for e in evals))
     sources = ", ".join(html.escape(str(p)) for p in [*(e.path for e in evals),
                                                        *(r.path for r in runs)])
-    return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
-            "<title>agpo report</title>"
-            f"<style>{CSS}</style><script>{CHECK_SCRIPT}</script></head><body>"
-            f"<h1>agpo report</h1><p class=meta>from {sources}</p>{''.join(parts)}</body></html>")
+    return page(title, f"{intro}<p class=meta>from {sources}</p>{''.join(parts)}")
 
 
-def build_report(dirs: Sequence[str | Path], out_html: str | Path) -> Path:
-    """Write the report over ``dirs`` (eval and/or run directories) to ``out_html``."""
-    evals, runs = discover([Path(d) for d in dirs])
+def build_report(
+    dirs: Sequence[str | Path], out_html: str | Path, *, labels: Mapping[str, str] | None = None,
+    subsets: Mapping[str, Collection[str]] | None = None, title: str = "agpo report",
+    intro: str = "",
+) -> Path:
+    """Write the report over ``dirs`` (eval and/or run directories) to ``out_html``.
+
+    ``labels``: directory (as given) → label; ``subsets``: name → problem ids, each drawn in a
+    pass@k panel of its own beside the all-problems one.
+    """
+    evals, runs = discover([Path(d) for d in dirs], labels)
     out = Path(out_html)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(render_html(evals, runs), encoding="utf-8")
+    tmp.write_text(render_html(evals, runs, subsets, title, intro), encoding="utf-8")
     tmp.replace(out)
     return out

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agpo.errors import at
-from agpo.io import read_jsonl
+from agpo.io import is_finite_number, read_jsonl
 
 SAMPLES = "samples.jsonl"
 REQUIRED = ("problem_id", "sample", "correct")
@@ -32,13 +32,50 @@ def repair_tail(path: Path) -> None:
 
 
 def iter_rows(path: Path) -> Iterator[dict[str, Any]]:
-    """Every complete row of a samples file (a torn last line from a killed run is skipped)."""
+    """Every complete row of a samples file, checked by ``check_row`` (a torn last line from a
+    killed run is skipped)."""
     for lineno, row in read_jsonl(path, skip_torn_tail=True):
         missing = [k for k in REQUIRED if k not in row]
         if missing:
             raise at(path, lineno, f"field {missing[0]!r}: missing (a samples row needs "
                                    f"{', '.join(REQUIRED)})")
-        yield row
+        yield check_row(row, path, lineno)
+
+
+def check_row(
+    row: dict[str, Any], path: object, lineno: int, threshold: float | None = None,
+) -> dict[str, Any]:
+    """A samples row whose fields have the types the summary and the report read, else a
+    UserError naming file, line and field. Required: ``problem_id`` (string or integer) and
+    ``correct`` (bool) or, with ``threshold``, a numeric ``score`` (correct iff ≥ threshold,
+    filled in). Optional, checked when present: ``sample``, ``length`` (integers ≥ 0),
+    ``score``, ``nll`` (finite numbers or null), ``parsed``, ``failure`` (strings or null).
+    """
+    pid = row.get("problem_id")
+    if pid is None:
+        raise at(path, lineno, "problem_id: missing")
+    if isinstance(pid, bool) or not isinstance(pid, str | int):
+        raise at(path, lineno, f"problem_id: expected a string or integer, got {_shown(pid)}")
+    for key in ("score", "nll"):
+        if row.get(key) is not None and not is_finite_number(row[key]):
+            raise at(path, lineno, f"{key}: expected a finite number, got {_shown(row[key])}")
+    for key in ("sample", "length"):
+        value = row.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise at(path, lineno, f"{key}: expected an integer ≥ 0, got {_shown(value)}")
+    if row.get("failure") is not None and not isinstance(row["failure"], str):
+        raise at(path, lineno, f"failure: expected a string or null, got {_shown(row['failure'])}")
+    if "correct" in row:
+        if not isinstance(row["correct"], bool):
+            raise at(path, lineno, f"correct: expected true or false, got {_shown(row['correct'])}")
+        return row
+    if threshold is not None and row.get("score") is not None:
+        return {**row, "correct": row["score"] >= threshold}
+    raise at(path, lineno, "correct: missing (give correct (bool) or score (number))")
+
+
+def _shown(x: Any) -> str:
+    return json.dumps(x)[:40]
 
 
 def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:

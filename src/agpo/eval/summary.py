@@ -8,8 +8,14 @@ samples any problem has (pass@k is reported only where every problem has at leas
 ``avg@n``; ``maj@K`` (majority vote over the extracted answers); ``coverage`` (fraction of
 problems solved at least once); ``distinct_correct`` (distinct correct extracted answers per
 problem, mean); ``mean_length`` (response tokens); ``mean_token_entropy`` (mean of the rows'
-``nll``, see ``agpo.eval.samples``). Rows whose gold answer was unusable (failure ``bad_gold``)
-are left out and their problems counted in ``skipped_problems``.
+``nll``, see ``agpo.eval.samples``); ``limited_by`` (a problem with the fewest samples, which
+limits k). Rows whose gold answer was unusable (failure ``bad_gold``) are left out and their
+problems counted in ``skipped_problems``: the one rule of ``agpo eval``, ``agpo passk``, the
+report and training (where such a group leaves the loss).
+
+This is the one pass@k summary: ``agpo eval`` (passk.json), ``agpo passk`` and ``agpo report``
+all call ``tally`` and ``summarize``. Rows without ``parsed`` (a samples file from elsewhere)
+give no maj@k or distinct_correct, rows without ``length`` no mean_length.
 """
 
 from __future__ import annotations
@@ -35,6 +41,10 @@ class ProblemTally:
     votes: list[tuple[int, str | None, bool]] = field(default_factory=list)
     length: int = 0
     nlls: list[float] = field(default_factory=list)
+    answered: bool = False
+    """Some row carried an extracted answer field (``parsed``), so maj@k means something."""
+    measured: bool = False
+    """Some row carried its ``length``."""
 
     @property
     def n(self) -> int:
@@ -45,10 +55,16 @@ class ProblemTally:
         return sum(ok for _, _, ok in self.votes)
 
     def add(self, row: dict[str, Any]) -> None:
+        """One row checked by ``agpo.eval.samples.check_row``; without ``sample`` its place is
+        its order of arrival."""
         parsed = row.get("parsed")
-        self.votes.append((int(row["sample"]), None if parsed is None else str(parsed),
-                           bool(row["correct"])))
-        self.length += int(row.get("length", 0))
+        sample = row.get("sample")
+        self.votes.append((self.n if sample is None else int(sample),
+                           None if parsed is None else str(parsed), bool(row["correct"])))
+        self.answered = self.answered or "parsed" in row
+        if row.get("length") is not None:
+            self.length += int(row["length"])
+            self.measured = True
         if row.get("nll") is not None:
             self.nlls.append(float(row["nll"]))
 
@@ -85,19 +101,23 @@ def summarize(tallies: dict[str, ProblemTally]) -> dict[str, Any]:
     out: dict[str, Any] = {f"pass@{k}": v for k, v in pass_at_k_curve(ns, cs, ks).items()}
     out["avg@n"] = avg_at_n(ns, cs)
     votes = [p.answers() for p in probs]
-    for k in ks:
+    answered = any(p.answered for p in probs)
+    for k in ks if answered else []:
         out[f"maj@{k}"] = math.fsum(majority_at_k(a, ok, k) for a, ok in votes) / len(probs)
+    out["coverage"] = coverage(cs)
+    if answered:
+        out["distinct_correct"] = sum(unique_correct(a, ok) for a, ok in votes) / len(probs)
+    if any(p.measured for p in probs):
+        out["mean_length"] = sum(p.length for p in probs) / sum(ns)
     nlls = [x for p in probs for x in p.nlls]
     out.update(
-        coverage=coverage(cs),
-        distinct_correct=sum(unique_correct(a, ok) for a, ok in votes) / len(probs),
-        mean_length=sum(p.length for p in probs) / sum(ns),
         # fsum: exact, so a resumed eval (rows in another order) reports the same bits
         mean_token_entropy=math.fsum(nlls) / len(nlls) if nlls else None,
         num_problems=len(probs),
         n=min(ns),
         num_samples=sum(ns),
         skipped_problems=skipped,
+        limited_by=next(pid for pid, p in tallies.items() if p.n == min(ns)),
     )
     return out
 

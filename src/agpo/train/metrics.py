@@ -14,8 +14,7 @@ from typing import Any
 
 import torch
 
-from agpo.errors import at
-from agpo.io import dumps_finite, finite_number, read_jsonl, replace_text
+from agpo.io import dumps_finite, read_metrics, replace_text
 
 from agpo.train.config import RunConfig, to_dict
 from agpo.types import RewardResult, Rollout, TaskItem
@@ -91,23 +90,6 @@ class MetricsLog:
             self.tb.close()
         if self.wandb is not None:
             self.wandb.finish()
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The rows of a metrics.jsonl, each with an integer ``step`` and numeric (or null) values.
-
-    A torn last line (a run killed mid-write) is dropped; any other bad line is a UserError
-    naming file, line and field.
-    """
-    rows = []
-    for lineno, row in read_jsonl(path, skip_torn_tail=True):
-        finite_number(row, "step", path, lineno, integer=True)
-        for key, value in row.items():
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-                raise at(path, lineno, f"field {key!r}: expected a number or null, got "
-                                       f"{json.dumps(value)[:40]}")
-        rows.append(row)
-    return rows
 
 
 def _wandb_run(run_dir: Path, cfg: RunConfig):  # noqa: ANN202 — a wandb Run
