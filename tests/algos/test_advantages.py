@@ -10,18 +10,25 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agpo.algos.advantages import ADVANTAGES, AdvantageConfig
+from agpo.algos.advantages import ADVANTAGES, AdvantageConfig, AdvantageProps, properties
+from agpo.eval.passk import pass_at_k
 
 CFG = AdvantageConfig()
 PROPS = settings(deadline=None, derandomize=True, max_examples=60)
 
-# Estimators defined only on binary scores; the others generalise to any real scores.
-BINARY_ONLY = {"reinforce", "psr", "nsr", "w_reinforce", "asym_grpo"}
-# Group-relative estimators whose advantages sum to 0 in every group.
-ZERO_SUM = {"grpo", "dr_grpo", "rloo", "agpo_adaptive"}
+# The registered properties; the tests at the end check each one against the estimators' outputs.
+BINARY_ONLY = set(ADVANTAGES.where(binary_only=True))
+ZERO_SUM = set(ADVANTAGES.where(zero_sum=True))
+EQUAL_GROUPS_ZERO = set(ADVANTAGES.where(equal_groups_zero=True))
 
 
-def adv(name: str, scores: list[list[float]], cfg: AdvantageConfig = CFG) -> torch.Tensor:
+def cfg_for(g: int, **knobs: object) -> AdvantageConfig:
+    """CFG for groups of g: passk_analytic needs k < G, so k = min(4, G − 1) (1 at G = 1)."""
+    return AdvantageConfig(passk_k=max(1, min(CFG.passk_k, g - 1)), **knobs)
+
+
+def adv(name: str, scores: list[list[float]], cfg: AdvantageConfig | None = None) -> torch.Tensor:
+    cfg = cfg_for(len(scores[0])) if cfg is None else cfg
     return ADVANTAGES.get(name)(torch.tensor(scores, dtype=torch.float64), cfg).advantages
 
 
@@ -235,7 +242,7 @@ def test_finite_and_all_equal_groups(scores, name):
     a = adv(name, scores)
     assert torch.isfinite(a).all()
     for row, a_row in zip(scores, a):
-        if len(set(row)) == 1 and name in ZERO_SUM | {"asym_grpo"}:
+        if len(set(row)) == 1 and name in EQUAL_GROUPS_ZERO:
             assert a_row.abs().max() == 0
 
 
@@ -247,12 +254,148 @@ def test_finite_and_all_equal_groups(scores, name):
 )
 def test_non_binary_scores(scores):
     for name in ADVANTAGES.names():
-        if name in BINARY_ONLY:
+        if properties(name).binary_only:
             if any(v not in (0.0, 1.0) for row in scores for v in row):
                 with pytest.raises(ValueError, match="binary"):
                     adv(name, scores)
         else:
             assert torch.isfinite(adv(name, scores)).all()
+
+
+# --- passk_analytic (Chen et al., arXiv 2508.10751): G = 8, k = 4 --------------------------------
+# C(8, 4) = 70, C(7, 3) = 35. With c correct and N_neg = 8 − c:
+#   R̄ = 1 − C(N_neg, 4)/70, σ = sqrt(R̄(1 − R̄)), q = C(N_neg − 1, 3)/35,
+#   A_pos = (1 − R̄)/σ, A_neg = (1 − R̄ − q)/σ   (eps = 0 below)
+
+NO_EPS = AdvantageConfig(eps=0.0)  # passk_k = 4
+
+
+@pytest.mark.parametrize(
+    "c, a_pos, a_neg",
+    [
+        # c = 1: C(7,4) = 35 → 1 − R̄ = 1/2, σ = 1/2; q = C(6,3)/35 = 20/35 = 4/7
+        #        A_pos = 0.5/0.5 = 1, A_neg = (1/2 − 4/7)/(1/2) = −1/7
+        (1, 1.0, -1 / 7),
+        # c = 2: C(6,4) = 15 → 1 − R̄ = 3/14, σ = sqrt(11/14 · 3/14) = √33/14; q = 10/35 = 2/7
+        #        A_pos = (3/14)/(√33/14) = 3/√33 = 0.5222, A_neg = (3/14 − 4/14)·14/√33 = −1/√33
+        (2, 3 / math.sqrt(33), -1 / math.sqrt(33)),
+        # c = 3: C(5,4) = 5 → 1 − R̄ = 1/14, σ = √13/14; q = C(4,3)/35 = 4/35
+        #        A_pos = 1/√13 = 0.2774, A_neg = (5/70 − 8/70)·14/√13 = −0.6/√13 = −0.1664
+        (3, 1 / math.sqrt(13), -0.6 / math.sqrt(13)),
+        # c = 4: C(4,4) = 1 → 1 − R̄ = 1/70, σ = √69/70; q = C(3,3)/35 = 1/35
+        #        A_pos = 1/√69 = 0.1204, A_neg = (1/70 − 2/70)·70/√69 = −1/√69
+        (4, 1 / math.sqrt(69), -1 / math.sqrt(69)),
+    ],
+)
+def test_passk_analytic_hand_g8_k4(c, a_pos, a_neg):
+    a = adv("passk_analytic", [[1] * c + [0] * (8 - c)], NO_EPS)[0]
+    assert a[:c].tolist() == pytest.approx([a_pos] * c, rel=1e-12)
+    assert a[c:].tolist() == pytest.approx([a_neg] * (8 - c), rel=1e-12)
+    # zero-sum: c·A_pos + (8 − c)·A_neg = 0 (c = 1: 1 − 7/7; c = 3: 3/√13 − 5·0.6/√13)
+    assert a.sum().item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_passk_analytic_solved_at_k_and_all_equal_groups_get_zero():
+    # c ≥ 5 leaves N_neg ≤ 3 < k = 4 incorrect: every 4-subset holds a correct response, R̄ = 1,
+    # σ = 0 → 0 for every response, incorrect ones included (GRPO would still push them down).
+    # c = 0: R̄ = 0 → 0; c = 8: R̄ = 1 → 0.
+    rows = [[1] * c + [0] * (8 - c) for c in (0, 5, 6, 7, 8)]
+    assert adv("passk_analytic", rows).abs().max().item() == 0
+    assert adv("passk_analytic", rows, NO_EPS).abs().max().item() == 0  # no 0/0 with eps = 0
+    assert adv("grpo", rows[1:2])[0, 7] < 0
+
+
+def test_passk_analytic_default_eps():
+    # eps = 1e−6 in σ + eps as the reference code: c = 1 → A_pos = 0.5/(0.5 + 1e−6)
+    a = adv("passk_analytic", [[1] + [0] * 7])
+    assert a[0, 0].item() == pytest.approx(0.5 / (0.5 + 1e-6), rel=1e-12)
+
+
+def test_passk_analytic_rejects_k_not_below_g():
+    # k = G = 4: every 4-subset is the whole group, R̄ ∈ {0, 1}, no signal: refused
+    with pytest.raises(ValueError, match=r"1 ≤ k < G.*passk-k"):
+        adv("passk_analytic", [[1, 0, 0, 0]], AdvantageConfig(passk_k=4))
+    with pytest.raises(ValueError, match="--algo.adv.passk-k"):
+        AdvantageConfig(passk_k=0)
+
+
+@PROPS
+@given(binary_groups(max_g=16), st.integers(1, 15))
+def test_passk_analytic_mean_is_the_evaluation_pass_at_k(scores, k):
+    # A_pos = (1 − R̄)/σ with σ = sqrt(R̄(1 − R̄)) → R̄ = 1/(1 + A_pos²) wherever A_pos is defined
+    g = len(scores[0])
+    if k >= g:
+        return
+    a = adv("passk_analytic", scores, AdvantageConfig(eps=0.0, passk_k=k))
+    for row, a_row in zip(scores, a):
+        c = int(sum(row))
+        rho = pass_at_k(g, c, k)
+        if 0 < rho < 1:
+            a_pos = a_row[row.index(1.0)].item()
+            assert 1 / (1 + a_pos**2) == pytest.approx(rho, rel=1e-9)
+            assert (a_row[torch.tensor(row) == 0] < 0).all()  # A_neg < 0 < A_pos
+        else:
+            assert a_row.abs().max() == 0
+
+
+@PROPS
+@given(binary_groups())
+def test_passk_analytic_k1_is_grpo_population_std(scores):
+    # k = 1: R̄ = c/G = p, q = C(N_neg − 1, 0)/C(G − 1, 0) = 1 → A_pos = (1 − p)/σ, A_neg = −p/σ
+    a = adv("passk_analytic", scores, AdvantageConfig(passk_k=1))
+    b = adv("grpo", scores, AdvantageConfig(std="population"))  # same eps 1e−6
+    assert torch.allclose(a, b, rtol=0, atol=1e-9)
+
+
+# --- grpo_passk (Tang et al., arXiv 2503.19595; verl's grpo_passk) ------------------------------
+
+
+def test_grpo_passk_one_correct_of_eight():
+    # A_best = (1 − 0)/(s + eps); Bessel s² = Σ(r − μ)²/7 = (7/8)/7 = 1/8 → s = 0.35355
+    # → A = 1/0.35355 = 2√2 = 2.8284; every other response (all incorrect) gets 0
+    a = adv("grpo_passk", [[0, 0, 0, 1, 0, 0, 0, 0]], AdvantageConfig(eps=0.0))[0]
+    assert a.tolist() == pytest.approx([0, 0, 0, 2 * math.sqrt(2), 0, 0, 0, 0], rel=1e-12)
+    raw = adv("grpo_passk", [[0, 0, 0, 1, 0, 0, 0, 0]], AdvantageConfig(passk_std_norm=False))[0]
+    assert raw.tolist() == [0, 0, 0, 1, 0, 0, 0, 0]  # r_max − r_second_max = 1 − 0
+
+
+def test_grpo_passk_two_or_more_correct_or_all_equal_teach_nothing():
+    # c ≥ 2: the best two are 1 and 1, gap 0, whichever response is "best"; c = 0: 0 − 0
+    rows = [[1, 1, 0, 0, 0, 0, 0, 0], [1] * 7 + [0], [1] * 8, [0] * 8]
+    assert adv("grpo_passk", rows).abs().max().item() == 0
+    assert adv("grpo_passk", rows, AdvantageConfig(eps=0.0)).abs().max().item() == 0
+
+
+def test_grpo_passk_continuous_scores():
+    # [0.2, 0.9, 0.5, 0.7]: best 0.9, second 0.7 → gap 0.2 on row 1 only.
+    # μ = 0.575; squared deviations 0.140625 + 0.105625 + 0.005625 + 0.015625 = 0.2675;
+    # s = sqrt(0.2675/3) = 0.29861 → A = 0.2/0.29861 = 0.66978
+    a = adv("grpo_passk", [[0.2, 0.9, 0.5, 0.7]], AdvantageConfig(eps=0.0))[0]
+    assert a.tolist() == pytest.approx([0, 0.2 / math.sqrt(0.2675 / 3), 0, 0], rel=1e-12)
+    # a tie for the best: max of the others is the best score for both → all 0
+    assert adv("grpo_passk", [[0.2, 0.9, 0.5, 0.9]]).abs().max().item() == 0
+
+
+@PROPS
+@given(
+    st.lists(st.floats(0, 1, allow_nan=False), min_size=2, max_size=12),
+    st.randoms(use_true_random=False),
+)
+def test_grpo_passk_is_the_leave_one_out_max(row, rnd):
+    # A_i = max(all) − max(all but i), unnormalised; and a permutation of the rows permutes it
+    cfg = AdvantageConfig(passk_std_norm=False)
+    a = adv("grpo_passk", [row], cfg)[0].tolist()
+    loo = [max(row) - max(row[:i] + row[i + 1 :]) for i in range(len(row))]
+    assert a == pytest.approx(loo, abs=1e-12)
+    perm = list(range(len(row)))
+    rnd.shuffle(perm)
+    b = adv("grpo_passk", [[row[i] for i in perm]], cfg)[0].tolist()
+    assert b == [a[i] for i in perm]
+
+
+def test_grpo_passk_needs_two():
+    with pytest.raises(ValueError, match="G ≥ 2"):
+        adv("grpo_passk", [[1.0]], CFG)
 
 
 def test_stats_are_detached_scalars():
@@ -274,3 +417,51 @@ def test_every_estimator_documents_equal_and_non_binary_groups():
 def test_bad_shape():
     with pytest.raises(ValueError, match=r"\[B, G\]"):
         ADVANTAGES.get("grpo")(torch.zeros(4), CFG)
+
+
+# --- the registered properties, each checked both ways ------------------------------------------
+# A property that holds is checked on random groups (above and below); one that does not hold
+# must have a witness among these groups (G = 8), so a wrong flag in either direction fails.
+
+WITNESSES = [[1, 0, 0, 0, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0, 0, 0], [0] * 8, [1] * 8]
+
+
+def test_every_estimator_is_registered_with_its_properties():
+    for name in ADVANTAGES.names():
+        assert isinstance(properties(name), AdvantageProps), name
+    with pytest.raises(KeyError, match="valid names: .*grpo"):
+        properties("nope")
+
+
+@pytest.mark.parametrize("name", sorted(ADVANTAGES.names()))
+def test_properties_that_do_not_hold_have_a_witness(name):
+    props = properties(name)
+    out = ADVANTAGES.get(name)(torch.tensor(WITNESSES, dtype=torch.float64), CFG)
+    a = out.advantages  # [4, 8]
+    if not props.zero_sum:
+        assert a.sum(1).abs().max() > 1e-6
+    if not props.equal_groups_zero:
+        assert a[2:].abs().max() > 0  # an all-wrong or all-correct group still teaches
+    if props.group_baseline:
+        # the same score gets different advantages in groups with different others
+        assert (a[0, 0] != a[1, 0]) or (a[0, 7] != a[1, 7])
+    if props.drops_responses:
+        assert not out.keep.all()
+    if not props.binary_only:
+        half = ADVANTAGES.get(name)(torch.tensor([[0.5] + WITNESSES[0][1:]]), CFG).advantages
+        assert torch.isfinite(half).all()
+
+
+@PROPS
+@given(binary_groups(), st.sampled_from(sorted(ADVANTAGES.names())))
+def test_properties_that_hold_on_random_groups(scores, name):
+    props = properties(name)
+    out = ADVANTAGES.get(name)(torch.tensor(scores, dtype=torch.float64), cfg_for(len(scores[0])))
+    if not props.group_baseline:
+        # an advantage is a function of the response's own score: one value per score
+        by_score: dict[float, set[float]] = {}
+        for r, a in zip(torch.tensor(scores).flatten().tolist(), out.advantages.flatten().tolist()):
+            by_score.setdefault(r, set()).add(a)
+        assert all(len(v) == 1 for v in by_score.values()), by_score
+    if not props.drops_responses:
+        assert out.keep.all()

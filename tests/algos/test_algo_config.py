@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 import tyro
 
-from agpo.algos import ADVANTAGES, AGGREGATIONS, KL_ESTIMATORS, OBJECTIVES, AlgoConfig, ConfigError
+from agpo.algos import (
+    ADVANTAGES,
+    AGGREGATIONS,
+    KL_ESTIMATORS,
+    OBJECTIVES,
+    AlgoConfig,
+    ConfigError,
+    properties,
+)
 from agpo.errors import UserError
 
 FAMILIES = {
@@ -72,6 +80,17 @@ def test_flags_reach_nested_knobs():
 def test_bad_combinations_name_the_flag(kwargs, flag):
     with pytest.raises(ConfigError, match=flag):
         AlgoConfig(**kwargs)
+
+
+@pytest.mark.parametrize("name", ADVANTAGES.names())
+def test_dynamic_sampling_is_refused_exactly_without_a_group_baseline(name):
+    # dropping all-equal groups changes what reinforce/psr/nsr/w_reinforce learn (they have no
+    # group baseline, so those groups carry a signal); the group-relative ones accept it
+    if properties(name).group_baseline:
+        assert AlgoConfig(advantage=name, dynamic_sampling=True).dynamic_sampling
+    else:
+        with pytest.raises(ConfigError, match="--algo.dynamic-sampling.*no group baseline"):
+            AlgoConfig(advantage=name, dynamic_sampling=True)
 
 
 def test_dispersion_must_agree_for_agpo_adaptive():

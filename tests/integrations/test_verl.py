@@ -33,6 +33,8 @@ def test_verl_names_keep_agpo_names_except_where_verl_owns_them():
     assert VERL_NAMES["agpo_asym"] == "agpo_asym"
     assert VERL_NAMES["grpo"] == "agpo_grpo"  # verl's own "grpo" stays verl's
     assert VERL_NAMES["rloo"] == "agpo_rloo"
+    assert VERL_NAMES["grpo_passk"] == "agpo_grpo_passk"  # verl ships its own grpo_passk
+    assert VERL_NAMES["passk_analytic"] == "passk_analytic"
     assert len(set(VERL_NAMES.values())) == len(ADVANTAGES)
 
 

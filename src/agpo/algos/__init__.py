@@ -1,6 +1,7 @@
 """agpo.algos — the methods as pure tensor functions, registered by name (no I/O, no model).
 
-advantages   scores [B, G] → advantages [B, G]        ADVANTAGES (grpo, agpo_asym, ...)
+advantages   scores [B, G] → advantages [B, G]        ADVANTAGES (grpo, agpo_asym, ...), each
+             registered with its AdvantageProps (binary_only, zero_sum, ...)
 objectives   log-probs [N, T] → per-token loss [N, T] OBJECTIVES (ppo_clip, pg)
 aggregation  per-token loss [N, T] → scalar            AGGREGATIONS (token_mean, ...)
 kl           log-probs [N, T] → KL penalty [N, T]      KL_ESTIMATORS (k1, k2, k3)
@@ -10,7 +11,14 @@ config       AlgoConfig, the ``algo`` section of a run config
 """
 
 from agpo.algos._check import ConfigError
-from agpo.algos.advantages import ADVANTAGES, AdvantageConfig, AdvantageOutput, dispersion
+from agpo.algos.advantages import (
+    ADVANTAGES,
+    AdvantageConfig,
+    AdvantageOutput,
+    AdvantageProps,
+    dispersion,
+    properties,
+)
 from agpo.algos.aggregation import AGGREGATIONS, LossNorm
 from agpo.algos.config import AlgoConfig
 from agpo.algos.controllers import (
@@ -35,6 +43,7 @@ __all__ = [
     "AdaptiveConfig",
     "AdvantageConfig",
     "AdvantageOutput",
+    "AdvantageProps",
     "AlgoConfig",
     "ClipController",
     "ConfigError",
@@ -47,5 +56,6 @@ __all__ = [
     "informative_groups",
     "overlong_penalty",
     "probe_statistics",
+    "properties",
     "step_drift",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from agpo.algos._check import require, require_name
-from agpo.algos.advantages import ADVANTAGES, AdvantageConfig
+from agpo.algos.advantages import ADVANTAGES, AdvantageConfig, properties
 from agpo.algos.aggregation import AGGREGATIONS
 from agpo.algos.controllers import AdaptiveConfig
 from agpo.algos.kl import KL_ESTIMATORS
@@ -22,8 +22,8 @@ class AlgoConfig:
     """How scores become a loss: advantage estimator, objective, aggregation, KL, controllers."""
 
     advantage: str = "grpo"
-    """Advantage estimator: agpo_adaptive, agpo_asym, asym_grpo, dr_grpo, grpo, nsr, psr,
-    reinforce, rloo, w_reinforce."""
+    """Advantage estimator: a name in agpo.algos.ADVANTAGES, listed in this section's
+    description (taken from the registry)."""
     adv: AdvantageConfig = field(default_factory=AdvantageConfig)
     """Knobs of the advantage estimators."""
     objective: str = "ppo_clip"
@@ -80,10 +80,7 @@ class AlgoConfig:
             "group: set both to the same value",
         )
         require(
-            not (
-                self.dynamic_sampling
-                and self.advantage in ("reinforce", "w_reinforce", "psr", "nsr")
-            ),
+            not (self.dynamic_sampling and not properties(self.advantage).group_baseline),
             "algo.dynamic_sampling",
             f"drops all-equal groups, which {self.advantage!r} still learns from (it has no "
             "group baseline); turn it off or use a group-relative estimator",
@@ -98,3 +95,8 @@ class AlgoConfig:
     def uses_probe(self) -> bool:
         """The probe group is sampled when either AGPO-adaptive controller is on."""
         return self.adaptive_clip or self.adaptive_temperature
+
+
+# The estimator names in the section's --help description come from the registry, so the list
+# cannot drift from what is accepted (tyro shows the class docstring as the group description).
+AlgoConfig.__doc__ = f"{AlgoConfig.__doc__} Advantage estimators: {', '.join(ADVANTAGES.names())}."

@@ -6,8 +6,8 @@ verl installed registers, once:
 
 - every entry of ``agpo.algos.ADVANTAGES`` under its agpo name
   (``algorithm.adv_estimator=agpo_asym``) — except where verl already owns the name
-  (``grpo``, ``rloo``): those become ``agpo_grpo``, ``agpo_rloo`` (``VERL_NAMES`` is the fixed
-  table);
+  (``grpo``, ``rloo``, ``grpo_passk``): those become ``agpo_grpo``, ``agpo_rloo``,
+  ``agpo_grpo_passk`` (``VERL_NAMES`` is the fixed table);
 - agpo's PPO-clip objective as the policy loss ``agpo_ppo_clip``
   (``actor_rollout_ref.actor.policy_loss.loss_mode=agpo_ppo_clip``), aggregated by verl's own
   ``agg_loss`` with verl's global batch counts, so the loss does not depend on the number of
@@ -39,10 +39,10 @@ import torch
 from agpo.algos.advantages import ADVANTAGES, AdvantageConfig
 from agpo.algos.objectives import OBJECTIVES
 
-# verl registers its own "grpo" and "rloo" (and special-cases "grpo" in its trainer), so agpo's
-# versions take a prefix there. A fixed table, not a runtime check, so a config means the same
-# estimator with every verl version.
-_VERL_OWNED = frozenset({"grpo", "rloo"})
+# verl registers its own "grpo", "rloo" and "grpo_passk" (and special-cases "grpo" in its
+# trainer), so agpo's versions take a prefix there. A fixed table, not a runtime check, so a
+# config means the same estimator with every verl version.
+_VERL_OWNED = frozenset({"grpo", "rloo", "grpo_passk"})
 VERL_NAMES: dict[str, str] = {
     name: f"agpo_{name}" if name in _VERL_OWNED else name for name in ADVANTAGES.names()
 }

@@ -86,6 +86,36 @@ def test_hyper_parameters_reach_the_estimator_through_verl_config(seed):
     torch.testing.assert_close(out.batch["advantages"], expected, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("continuous", [False, True])
+@pytest.mark.parametrize("norm", [True, False])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_agpo_grpo_passk_equals_verls_own_grpo_passk(seed, norm, continuous):
+    # Tang et al.'s best-of-group estimator ships in verl too: agpo's, registered as
+    # agpo_grpo_passk, must give verl's numbers, with and without the std normalisation, on
+    # binary scores (a group with exactly one correct response is forced in) and continuous ones
+    # (with a tie for the best).
+    data, scores, mask, perm = _batch(seed)
+    gen = torch.Generator().manual_seed(100 + seed)
+    if continuous:
+        scores = torch.rand(scores.shape, generator=gen)
+        scores[2, :2] = 2.0
+    else:
+        scores[2] = 0.0
+        scores[2, 3] = 1.0
+    n = scores.numel()
+    rewards = torch.zeros_like(mask)
+    rewards[torch.arange(n), mask.sum(1).long() - 1] = scores.flatten()
+    data.batch["token_level_rewards"] = rewards[perm]
+    verl_algo = OmegaConf.create({"adv_estimator": "grpo_passk", "norm_adv_by_std_in_grpo": norm})
+    ours = OmegaConf.create({"adv_estimator": VERL_NAMES["grpo_passk"],
+                             "agpo": {"passk_std_norm": norm}})
+    theirs = compute_advantage(data, adv_estimator="grpo_passk", config=verl_algo).batch
+    theirs = theirs["advantages"].clone()
+    out = compute_advantage(data, adv_estimator=VERL_NAMES["grpo_passk"], config=ours)
+    torch.testing.assert_close(out.batch["advantages"], theirs)
+    assert theirs.abs().sum() > 0  # the forced group teaches: the comparison is not all zeros
+
+
 def test_unknown_config_key_names_the_valid_ones():
     data, *_ = _batch(0)
     algo = OmegaConf.create({"agpo": {"beta_pso": 0.9}})
