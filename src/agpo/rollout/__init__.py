@@ -1,6 +1,12 @@
-"""Rollout: sample responses from a causal LM and score their tokens (log-probs, entropy)."""
+"""Rollout: sample responses from a causal LM and score their tokens (log-probs, entropy).
+
+Engines (``--rollout.engine``): ``transformers`` (agpo's sampler, always available) and ``vllm``
+(rollout/vllm.py, imported only when chosen, so agpo runs without vLLM installed).
+"""
 
 from agpo.rollout.config import SamplingConfig
 from agpo.rollout.engine import concat, sample, score, select
+from agpo.rollout.engines import ENGINES, Engine, TransformersEngine, build_engine
 
-__all__ = ["SamplingConfig", "concat", "sample", "score", "select"]
+__all__ = ["ENGINES", "Engine", "SamplingConfig", "TransformersEngine", "build_engine", "concat",
+           "sample", "score", "select"]

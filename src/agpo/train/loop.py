@@ -107,7 +107,7 @@ def rl_step(run: Run) -> dict[str, float]:
         run.step_kl.update()
     # 8. Metrics (one reduction across processes, one for maxima), samples, token count.
     adv_pairs, adv_peaks = advantage_metrics(adv.stats, adv.keep[usable], world)
-    pairs.update({**adv_pairs, **count_metrics(groups, clip_low, world)})
+    pairs.update({**adv_pairs, **count_metrics(groups, clip_low, world), **groups.metrics})
     metrics = reduce_pairs(pairs, lambda x: all_reduce_sum(x, run.d))
     peaks = all_reduce(torch.stack(list(adv_peaks.values())), dist.ReduceOp.MAX).tolist()
     metrics.update({k: v for k, v in zip(adv_peaks, peaks, strict=True) if math.isfinite(v)})
