@@ -39,6 +39,18 @@ def test_group_advantages_nsr_drops_correct_responses():
     assert out.advantages.tolist() == [0.0, -1.0, 0.0, -1.0]
 
 
+@pytest.mark.parametrize("name", ADVANTAGES.names())
+def test_every_agpo_estimator_runs_on_trl_rows(name):
+    # TRL's flat rows b·G + g, grouped [B, G], give the estimator's own output (k = 2 < G = 4
+    # for passk_analytic)
+    scores = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0])
+    cfg = AdvantageConfig(passk_k=2)
+    out = group_advantages(scores, G, name, cfg)
+    expected = ADVANTAGES.get(name)(scores.view(2, G), cfg)
+    assert torch.equal(out.advantages, expected.advantages.flatten())
+    assert torch.equal(out.keep, expected.keep.flatten())
+
+
 def test_untested_trl_versions_fail_clearly():
     check_trl_version("1.16.3")
     with pytest.raises(RuntimeError, match=r"tested with TRL 1\.16\.x only; found TRL 0\.29\.1"):

@@ -138,6 +138,13 @@ _PER_RESPONSE_DROPPING = dataclasses.replace(_PER_RESPONSE, drops_responses=True
 # helpers
 
 
+def check_group_size(name: str, cfg: AdvantageConfig, group_size: int) -> None:
+    """ValueError, naming the flags, if estimator ``name`` cannot use groups of ``group_size``
+    (passk_analytic with k ≥ G, rloo or grpo_passk with G < 2): it is run on one all-wrong
+    group of that size, so every estimator's own rule applies before any sampling."""
+    ADVANTAGES.get(name)(torch.zeros(1, group_size), cfg)
+
+
 def _output(
     adv: torch.Tensor, scores: torch.Tensor, keep: torch.Tensor | None = None
 ) -> AdvantageOutput:
@@ -384,7 +391,7 @@ def passk_analytic(scores: torch.Tensor, cfg: AdvantageConfig) -> AdvantageOutpu
     if not 1 <= k < g:
         raise ValueError(
             f"passk_analytic needs 1 ≤ k < G; got k = {k} (--algo.adv.passk-k) with groups of "
-            f"G = {g}: lower k or sample more responses per prompt"
+            f"G = {g} (--train.group-size): lower k or sample more responses per prompt"
         )
     # Per number of correct responses c = 0..G, from Python ints (no host sync): R̄(c) and
     # P(the k − 1 others are incorrect) = 1 − pass@(k−1) of the G − 1 others (1 when k = 1;

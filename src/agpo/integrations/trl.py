@@ -80,9 +80,8 @@ class AgpoStep:
 class AgpoGRPOTrainer(GRPOTrainer):
     """TRL's GRPOTrainer with its group normalisation replaced by an agpo advantage estimator.
 
-    ``advantage``: a name in ``agpo.algos.ADVANTAGES`` (grpo, dr_grpo, rloo, reinforce, psr, nsr,
-    w_reinforce, asym_grpo, agpo_asym, agpo_adaptive); ``adv_config``: its knobs. Every other
-    argument is GRPOTrainer's.
+    ``advantage``: any name in ``agpo.algos.ADVANTAGES`` (``ADVANTAGES.names()``; an unknown one
+    fails with the list); ``adv_config``: its knobs. Every other argument is GRPOTrainer's.
     """
 
     def __init__(

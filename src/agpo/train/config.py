@@ -19,16 +19,13 @@ from typing import Any, Literal
 
 import yaml
 
+from agpo.algos.advantages import ADVANTAGES, check_group_size, properties
 from agpo.algos.config import AlgoConfig
 from agpo.errors import UserError, at
 from agpo.io import replace_text
 from agpo.models import Dtype
 from agpo.rewards.config import RewardConfig
 from agpo.rollout.config import SamplingConfig
-
-
-# Advantage estimators defined on 0/1 scores only (overlong shaping would break them).
-BINARY_ONLY = ("reinforce", "psr", "nsr", "w_reinforce", "asym_grpo")
 
 
 @dataclass(frozen=True)
@@ -281,11 +278,15 @@ class RunConfig:
                 f"--algo.overlong-cache {self.algo.overlong_cache} exceeds --rollout.max-new-tokens "
                 f"{self.rollout.max_new_tokens}: lower the cache or raise the budget"
             )
-        if self.algo.overlong_cache and self.algo.advantage in BINARY_ONLY:
+        try:
+            check_group_size(self.algo.advantage, self.algo.adv, self.train.group_size)
+        except ValueError as e:
+            raise UserError(f"--algo.advantage {self.algo.advantage}: {e}") from None
+        if self.algo.overlong_cache and properties(self.algo.advantage).binary_only:
             raise UserError(
                 f"--algo.overlong-cache makes scores non-binary, which --algo.advantage "
-                f"{self.algo.advantage} rejects: set --algo.overlong-cache 0 or use grpo, dr_grpo, "
-                "rloo, agpo_asym or agpo_adaptive"
+                f"{self.algo.advantage} rejects: set --algo.overlong-cache 0 or use one of "
+                f"{', '.join(ADVANTAGES.where(binary_only=False))}"
             )
         if self.log.tensorboard:
             try:
