@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agpo.errors import UserError
-from agpo.eval.bootstrap import bootstrap_ci, per_problem_passk
+from agpo.eval.bootstrap import bootstrap_ci, mean_ci, per_problem_passk
 from agpo.eval.report import build_report
 from agpo.eval.report_cli import main as report_main
 
@@ -37,11 +37,13 @@ def _eval_dir(root: Path, name: str, cs: list[int], n: int = 8) -> Path:
     return d
 
 
-def _run_dir(root: Path) -> Path:
-    d = root / "run"
+def _run_dir(root: Path, name: str = "run", eps: float = 0.0) -> Path:
+    """A run folder as ``agpo train`` writes it; clip ε grows by ``eps`` per step (0: constant)."""
+    d = root / name
     d.mkdir()
     rows = [{"step": s, "reward/mean": s / 10, "rollout/entropy": 1 - s / 20,
-             "reward/all_solved_frac": s / 20, "ctrl/clip_eps": 0.2, "perf/time_step": 1.0}
+             "reward/all_solved_frac": s / 20, "ctrl/clip_eps": 0.2 + eps * s,
+             "rollout/temperature": 1.0, "perf/time_step": 1.0, "perf/tokens_total": 1000 * s}
             for s in range(1, 11)]
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return d
@@ -58,12 +60,52 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_report_is_one_file_with_curves_tables_and_samples(report: Path) -> None:
     text = report.read_text()
     assert text.count("data:image/png;base64,") == 2  # one benchmark plot + one run plot
-    assert "<h2>aime24</h2>" in text and "<h2>run: run</h2>" in text
+    assert "<h2>aime24</h2>" in text and "<h2>training dynamics</h2>" in text
     assert "<th>pass@1</th>" in text and "<th>pass@8</th>" in text
     # base: pass@8 = mean(1, 1, 1, 0) = 0.75; trained: mean(1, 1, 0, 0) = 0.5
     assert re.search(r"<th>base</th><td>4</td><td>8</td>(<td>.*?</td>){3}<td>0\.750 ", text)
     assert re.search(r"<th>trained</th><td>4</td><td>8</td>(<td>.*?</td>){3}<td>0\.500 ", text)
     assert "sample viewer" in text
+
+
+def test_runs_overlaid_with_labels_subset_panel_and_constants_as_text(tmp_path: Path) -> None:
+    base = _eval_dir(tmp_path, "eval_base", [8, 4, 1, 0])
+    grpo = _eval_dir(tmp_path, "eval_grpo", [8, 8, 0, 0])
+    flat, moving = _run_dir(tmp_path, "run_grpo"), _run_dir(tmp_path, "run_adaptive", eps=0.01)
+    labels = {str(base): "base", str(grpo): "GRPO", str(flat): "GRPO",
+              str(moving): "AGPO-adaptive"}
+    out = build_report([base, grpo, flat, moving], tmp_path / "r.html", labels=labels,
+                       subsets={"niche <S>": {"p0", "p1"}})
+    text = out.read_text()
+    # Labels, not folder names, in the tables; one training section for both runs.
+    assert "<th>GRPO</th>" in text and "<th>eval_grpo</th>" not in text
+    assert text.count("<h2>training dynamics</h2>") == 1
+    assert "2 runs: GRPO, AGPO-adaptive." in text
+    # The subset's own table, its name escaped: p0, p1 have 8 and 4 of 8 correct (base) →
+    # pass@1 = (8/8 + 4/8) / 2 = 0.750, pass@8 = (1 + 1) / 2 = 1.000.
+    sub = text.split("<h3>niche &lt;S&gt;</h3>")[1].split("</table>")[0]
+    assert re.search(r"<th>base</th><td>2</td><td>8</td><td>0\.750 ", sub)
+    assert re.search(r"<th>base</th><td>2</td><td>8</td>(<td>.*?</td>){3}<td>1\.000 ", sub)
+    # Temperature is 1.0 in both runs: a line of text, no panel. Clip ε moves in one run: a
+    # panel (so it is not in the constant line).
+    assert "Constant in every run: temperature 1." in text
+    assert "clip ε" not in text.split("Constant in every run:")[1].split("</p>")[0]
+    assert text.count("data:image/png;base64,") == 2
+
+
+def test_constant_panel_lists_each_value() -> None:
+    from agpo.eval.report import _constant_text
+
+    series = {"GRPO": ([1.0], [0.2]), "clip-higher": ([1.0], [0.28]), "RLOO": ([1.0], [0.2])}
+    assert _constant_text("clip ε", series) == "clip ε 0.2 (GRPO, RLOO), 0.28 (clip-higher)"
+
+
+def test_mean_ci_is_the_one_column_bootstrap() -> None:
+    # pass@1 per problem 1, 0.5, 0.125, 0 → mean 0.40625; the interval is bootstrap_ci's.
+    x = np.array([1.0, 0.5, 0.125, 0.0])
+    mean, low, high = mean_ci(x, reps=500, seed=3)
+    lo, hi = bootstrap_ci(x[:, None], 500, seed=3)
+    assert mean == 0.40625 and (low, high) == (lo[0], hi[0]) and low < mean < high
 
 
 def test_model_text_is_escaped(report: Path) -> None:

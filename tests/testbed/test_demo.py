@@ -1,8 +1,10 @@
-"""`agpo demo` end to end on a tiny budget, and its flags."""
+"""`agpo demo` end to end on a tiny budget: its report, its flags, and that parallel workers
+and an interrupted-then-resumed demo write the same numbers as one sequential run."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,14 +14,38 @@ from agpo.errors import UserError
 from agpo.testbed.demo import DemoConfig, run_demo
 from agpo.testbed.evidence import EvidenceConfig
 
+TINY = dict(methods=("grpo", "agpo_adaptive"), steps=3, n=8, limit=20, progress=False)
 
-def test_tiny_demo_writes_a_report(testbed_base: Path, testbed_cache: Path, tmp_path: Path,
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AGPO_CACHE", str(testbed_cache))
-    cfg = DemoConfig(out=tmp_path / "demo", methods=("grpo", "agpo_adaptive"), steps=3, n=8,
-                     limit=20, progress=False)
-    summary = run_demo(cfg)
-    out = cfg.out
+
+@pytest.fixture(scope="module")
+def sequential(testbed_base: Path, testbed_cache: Path,
+               tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny demo run once, in this process (--jobs 1)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AGPO_CACHE", str(testbed_cache))
+    try:
+        out = tmp_path_factory.mktemp("demo") / "seq"
+        run_demo(DemoConfig(out=out, jobs=1, **TINY))
+        return out
+    finally:
+        mp.undo()
+
+
+def _numbers(out: Path) -> dict:
+    """Everything the demo measured, without timings: every eval's summary and every run's
+    metrics rows (perf/ keys are wall times; tokens stay)."""
+    data = json.loads((out / "summary.json").read_text())
+    runs = {}
+    for run in sorted(out.glob("run_*")):
+        rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        runs[run.name] = [{k: v for k, v in r.items()
+                           if not k.startswith("perf/time") and not k.startswith("perf/tokens_per")}
+                          for r in rows]
+    return {"evals": data["evals"], "runs": runs}
+
+
+def test_tiny_demo_writes_a_report(sequential: Path) -> None:
+    out = sequential
     for name in ("report.html", "passk.png", "training.png", "summary.json"):
         assert (out / name).stat().st_size > 0, name
     data = json.loads((out / "summary.json").read_text())
@@ -35,7 +61,62 @@ def test_tiny_demo_writes_a_report(testbed_base: Path, testbed_cache: Path, tmp_
     for run in ("run_grpo", "run_agpo_adaptive"):
         last = json.loads((out / run / "metrics.jsonl").read_text().splitlines()[-1])
         assert 3840 * 0.99 <= last["perf/tokens_total"] < 3840 + 2 * 32 * 8 * 5
-    assert "| base |" in summary.read_text()
+    assert "| base |" in (out / "summary.md").read_text()
+    html = (out / "report.html").read_text()
+    # Legends and tables use the method names, and the S niche has its own pass@k panel.
+    assert "<th>GRPO</th>" in html and "<th>eval_grpo</th>" not in html
+    assert "<h3>S problems (units carry)</h3>" in html
+    assert "<h2>training dynamics</h2>" in html
+
+
+def test_two_workers_and_a_resumed_demo_write_the_same_numbers(
+    sequential: Path, testbed_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AGPO_CACHE", str(testbed_cache))
+    out = tmp_path / "par"
+    run_demo(DemoConfig(out=out, jobs=2, **TINY))
+    expected = _numbers(sequential)
+    assert _numbers(out) == expected  # --jobs 2 == --jobs 1, to the last bit
+
+    # Interrupt it: GRPO's run stopped right after its step-2 checkpoint, the base eval with
+    # half its samples written (the last one torn) and no passk.json, AGPO-adaptive's eval
+    # never started. The re-run resumes each from where it stopped.
+    run = out / "run_grpo"
+    assert len(list((run / "checkpoints").iterdir())) == 1  # keep_checkpoints 1: the final one
+    shutil.rmtree(run)
+    _train_until(monkeypatch, DemoConfig(out=out, **TINY), run, stop_at=2)
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step_2"]
+    samples = out / "eval_base" / "samples.jsonl"
+    lines = samples.read_text().splitlines(keepends=True)
+    samples.write_text("".join(lines[: len(lines) // 2]) + lines[len(lines) // 2][:7])
+    (out / "eval_base" / "passk.json").unlink()
+    shutil.rmtree(out / "eval_agpo_adaptive")
+    run_demo(DemoConfig(out=out, jobs=2, **TINY))
+    assert _numbers(out) == expected
+
+
+class _Killed(Exception):
+    pass
+
+
+def _train_until(monkeypatch: pytest.MonkeyPatch, cfg: DemoConfig, run: Path,
+                 stop_at: int) -> None:
+    """Train GRPO into ``run`` and stop it right after its step-``stop_at`` checkpoint, as a
+    kill would (the checkpoint is complete on disk; nothing after it is)."""
+    from agpo.testbed.runs import train_method
+    from agpo.train.state import Run
+
+    save = Run.save
+
+    def save_then_stop(self: Run) -> None:
+        save(self)
+        if self.step == stop_at:
+            raise _Killed
+
+    with monkeypatch.context() as m:
+        m.setattr(Run, "save", save_then_stop)
+        with pytest.raises(_Killed):
+            train_method("grpo", cfg.budget, run)
 
 
 def test_demo_flags(capsys: pytest.CaptureFixture[str]) -> None:
@@ -45,10 +126,12 @@ def test_demo_flags(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--methods" in capsys.readouterr().out
     assert agpo(["demo", "--methods", "grpo", "nope"]) == 2
     assert "valid names" in capsys.readouterr().err
+    assert agpo(["demo", "--jobs", "-1"]) == 2
+    assert "--jobs" in capsys.readouterr().err
 
 
 def test_evidence_checks_methods_as_demo_does() -> None:
-    # One check (demo.check_methods) serves both commands: same rule, same message.
+    # One check (methods.check_methods) serves both commands: same rule, same message.
     for bad in (("grpo", "nope"), ()):
         with pytest.raises(UserError) as demo_err:
             DemoConfig(methods=bad)

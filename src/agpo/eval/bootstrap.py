@@ -33,3 +33,14 @@ def bootstrap_ci(
     means = values[idx].mean(axis=1)  # [reps, K]
     tail = (1.0 - level) / 2 * 100
     return np.percentile(means, tail, axis=0), np.percentile(means, 100 - tail, axis=0)
+
+
+def mean_ci(
+    values: np.ndarray, reps: int = 1000, level: float = 0.95, seed: int = 0,
+) -> tuple[float, float, float]:
+    """(mean, low, high) of the mean of per-problem values [P] (``bootstrap_ci`` on one column).
+
+    Pass the difference of two models' per-problem values for a paired interval.
+    """
+    low, high = bootstrap_ci(values.reshape(-1, 1), reps, level, seed)
+    return float(values.mean()), float(low[0]), float(high[0])

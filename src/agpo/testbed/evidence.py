@@ -5,7 +5,9 @@ under the same generated-token budget, every model evaluated at n samples per he
 Intervals are 95% bootstrap intervals over problems within one seed (paired for differences);
 seeds are reported one by one, never pooled, because the organism is bimodal (TESTBED.md).
 A claim "holds" in a seed by a rule fixed here in advance; the table shows the numbers either way.
-Finished runs and evals are reused, so an interrupted evidence run resumes.
+All trainings and evaluations of all seeds are jobs for ``--jobs`` worker processes
+(agpo.testbed.runs); finished ones are reused and half-done ones resume, so an interrupted
+evidence run continues where it stopped. The tables are rewritten after every evaluation.
 """
 
 from __future__ import annotations
@@ -13,25 +15,25 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import transformers
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agpo.errors import UserError
-from agpo.eval.passk import pass_at_k
-from agpo.testbed.build import Recipe, build_base_model
-from agpo.testbed.demo import (
-    METHODS, DemoConfig, check_methods, evaluate_model, problem_counts, s_flags, train_method,
-)
+from agpo.eval.bootstrap import mean_ci
+from agpo.testbed.methods import METHODS, check_methods, label_of
+from agpo.testbed.report import Counts, evidence_page, load_counts, s_problem_ids, seed_curves
+from agpo.testbed.runs import Budget, Job, default_jobs, execute, seed_jobs
 
 # The methods the claims need come first, so a partial run already tests them.
 EVIDENCE_METHODS = (
-    "grpo", "agpo_asym", "agpo_adaptive", "asym_pos_only", "asym_neg_only", "asym_grpo",
-    "w_reinforce", "dr_grpo", "rloo", "psr", "nsr", "grpo_clip_higher", "grpo_4_epochs",
+    "grpo", "agpo_asym", "passk_analytic", "grpo_passk", "agpo_adaptive", "asym_pos_only",
+    "asym_neg_only", "asym_grpo", "w_reinforce", "dr_grpo", "rloo", "psr", "nsr",
+    "grpo_clip_higher", "grpo_4_epochs",
 )
 
 
@@ -40,11 +42,12 @@ class EvidenceConfig:
     """agpo testbed evidence: the full comparison over seeds, with 95% intervals."""
 
     out: Path = Path("agpo_evidence")
-    """Output folder (seed_S/{eval_base,run_M,eval_M}, evidence.md, evidence.json)."""
+    """Output folder (seed_S/{eval_base,run_M,eval_M}, evidence.md, evidence.json,
+    evidence.html); re-run with the same folder to continue an interrupted run."""
     seeds: int = 3
     """Number of seeds (0, 1, …): each has its own base model and RL runs."""
     methods: tuple[str, ...] = EVIDENCE_METHODS
-    """Methods to train (names: see agpo.testbed.demo.METHODS)."""
+    """Methods to train (names: see agpo.testbed.methods.METHODS)."""
     steps: int = 300
     """Token budget in RL steps without probe groups (as agpo demo)."""
     n: int = 256
@@ -53,20 +56,22 @@ class EvidenceConfig:
     """Evaluate on the first N held-out problems (0: all 200)."""
     bootstrap: int = 1000
     """Bootstrap resamples of the problems."""
-    pretrain_steps: int = Recipe().steps
+    pretrain_steps: int = Budget().pretrain_steps
     """Pretraining steps of each seed's base model."""
+    jobs: int = 0
+    """Parallel worker processes, one torch thread each (0: the cores available). The results
+    do not depend on it."""
     progress: bool = True
     """Show the progress display."""
 
     def __post_init__(self) -> None:
         check_methods(self.methods)
-        if self.seeds < 1 or self.bootstrap < 10:
-            raise UserError("--seeds must be ≥ 1 and --bootstrap ≥ 10")
+        if self.seeds < 1 or self.bootstrap < 10 or self.jobs < 0:
+            raise UserError("--seeds must be ≥ 1, --bootstrap ≥ 10 and --jobs ≥ 0")
 
-    def demo(self, seed: int) -> DemoConfig:
-        return DemoConfig(out=self.out / f"seed_{seed}", methods=self.methods, steps=self.steps,
-                          n=self.n, limit=self.limit, seed=seed, base_seed=seed,
-                          pretrain_steps=self.pretrain_steps, progress=False)
+    def budget(self, seed: int) -> Budget:
+        return Budget(steps=self.steps, n=self.n, limit=self.limit, seed=seed, base_seed=seed,
+                      pretrain_steps=self.pretrain_steps)
 
 
 # --------------------------------------------------------------------------- statistics
@@ -77,35 +82,16 @@ class Scores:
     """Per-problem pass@k values of one model, aligned by problem order ([P] per k)."""
 
     n: int
-    values: dict[int, torch.Tensor]
-    s_mask: torch.Tensor
+    values: dict[int, np.ndarray]
+    s_mask: np.ndarray
     share_b: float
 
 
-def load_scores(eval_dir: Path, pids: Sequence[str], ks: Sequence[int]) -> Scores:
-    n, correct, share_b = problem_counts(eval_dir)
-    is_s = s_flags()
-    values = {
-        k: torch.tensor([pass_at_k(n, correct[p], k) for p in pids], dtype=torch.float64)
-        for k in ks
-    }
-    return Scores(n, values, torch.tensor([is_s[p] for p in pids]), share_b)
-
-
-def bootstrap_ci(
-    x: torch.Tensor, resamples: int, seed: int, mask: torch.Tensor | None = None
-) -> tuple[float, float, float]:
-    """(mean, 2.5%, 97.5%) of the mean of per-problem values x [P] over problem resamples.
-
-    Pass a difference of two models' per-problem values for a paired interval.
-    """
-    if mask is not None:
-        x = x[mask]
-    gen = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, x.numel(), (resamples, x.numel()), generator=gen)  # [R, P]
-    means = x[idx].mean(-1)  # [R]
-    lo, hi = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=means.dtype)).tolist()
-    return float(x.mean()), lo, hi
+def scores_of(counts: Counts, pids: Sequence[str], ks: Sequence[int]) -> Scores:
+    values = counts.values(pids, ks)  # [P, K]
+    is_s = s_problem_ids()
+    return Scores(counts.n, {k: values[:, i] for i, k in enumerate(ks)},
+                  np.array([p in is_s for p in pids]), counts.share_b)
 
 
 # --------------------------------------------------------------------------- claims
@@ -113,13 +99,14 @@ def bootstrap_ci(
 Verdict = tuple[str, bool] | None
 """(the measured numbers as text, whether the claim holds by its rule); None: not measured."""
 Claim = Callable[[dict[str, Scores], dict[str, float], int, int], Verdict]
+CI = tuple[float, float, float]
 
 
-def _diff(a: Scores, b: Scores, k: int, resamples: int, seed: int) -> tuple[float, float, float]:
-    return bootstrap_ci(a.values[k] - b.values[k], resamples, seed)
+def _diff(a: Scores, b: Scores, k: int, resamples: int, seed: int) -> CI:
+    return mean_ci(a.values[k] - b.values[k], resamples, seed=seed)
 
 
-def _fmt(ci: tuple[float, float, float]) -> str:
+def _fmt(ci: CI) -> str:
     return f"{ci[0]:+.3f} [{ci[1]:+.3f}, {ci[2]:+.3f}]"
 
 
@@ -140,6 +127,27 @@ def claim_agpo_asym_keeps(s: dict[str, Scores], ent: dict[str, float], n: int, r
     dn = _diff(s["agpo_asym"], s["base"], n, r, 3)
     text = f"pass@1 − base = {_fmt(d1)}; pass@{n} − base = {_fmt(dn)}"
     return text, d1[1] > 0 and dn[2] >= 0
+
+
+def claim_passk_keeps(s: dict[str, Scores], ent: dict[str, float], n: int, r: int) -> Verdict:
+    """The analytic pass@k objective keeps pass@n ≥ base (interval of the difference reaches 0
+    or above): is the strongest baseline for the boundary claim itself keeping the boundary?"""
+    if "passk_analytic" not in s:
+        return None
+    d = _diff(s["passk_analytic"], s["base"], n, r, 5)
+    return f"pass@{n}(Pass@k-analytic) − base = {_fmt(d)}", d[2] >= 0
+
+
+def _asym_vs(baseline: str, seed: int) -> Claim:
+    def claim(s: dict[str, Scores], ent: dict[str, float], n: int, r: int) -> Verdict:
+        if not {"agpo_asym", baseline} <= s.keys():
+            return None
+        d = _diff(s["agpo_asym"], s[baseline], n, r, seed)
+        return f"pass@{n}(AGPO-asymmetric) − {METHODS[baseline].label} = {_fmt(d)}", d[2] >= 0
+
+    claim.__doc__ = (f"AGPO-asymmetric's pass@n is not below {METHODS[baseline].label}'s "
+                     "(paired interval of the difference reaches 0 or above).")
+    return claim
 
 
 def claim_asym_entropy(s: dict[str, Scores], ent: dict[str, float], n: int, r: int) -> Verdict:
@@ -165,6 +173,9 @@ def claim_adaptive_beats_grpo(
 CLAIMS: dict[str, Claim] = {
     "GRPO shrinks pass@n below base": claim_grpo_shrinks,
     "AGPO-asymmetric keeps pass@n ≥ base while raising pass@1": claim_agpo_asym_keeps,
+    "Pass@k-analytic keeps pass@n ≥ base": claim_passk_keeps,
+    "AGPO-asymmetric's pass@n not below Pass@k-analytic's": _asym_vs("passk_analytic", 6),
+    "AGPO-asymmetric's pass@n not below GRPO-pass@k's": _asym_vs("grpo_passk", 7),
     "AsymGRPO: β_pos raises entropy, β_neg lowers it": claim_asym_entropy,
     "AGPO-adaptive beats GRPO at equal token budget": claim_adaptive_beats_grpo,
 }
@@ -177,77 +188,103 @@ def final_entropy(run_dir: Path) -> float:
     return sum(tail) / max(1, len(tail))
 
 
-# --------------------------------------------------------------------------- driver
-
-
-def run_seed(cfg: EvidenceConfig, seed: int, advance: Callable[[str, dict], None]) -> dict:
-    """Train and evaluate every method of one seed; ``advance`` gets the partial result after
-    each model. Returns that seed's rows and claims."""
-    demo = cfg.demo(seed)
-    out = demo.out
-    base = build_base_model(seed, replace(Recipe(), steps=cfg.pretrain_steps))
-    evaluate_model(base, out / "eval_base", demo)
-    dirs = {"base": out / "eval_base"}
-    ent: dict[str, float] = {}
-    advance(f"seed {seed}: base", seed_result(cfg, seed, dirs, ent))
-    for name in cfg.methods:
-        ckpt = train_method(base, name, demo, out / f"run_{name}")
-        evaluate_model(ckpt, out / f"eval_{name}", demo)
-        dirs[name] = out / f"eval_{name}"
-        ent[name] = final_entropy(out / f"run_{name}")
-        advance(f"seed {seed}: {METHODS[name].label}", seed_result(cfg, seed, dirs, ent))
-    return seed_result(cfg, seed, dirs, ent)
+# --------------------------------------------------------------------------- tables
 
 
 def seed_result(
-    cfg: EvidenceConfig, seed: int, dirs: dict[str, Path], ent: dict[str, float]
+    cfg: EvidenceConfig, seed: int, counts: dict[str, Counts], ent: dict[str, float]
 ) -> dict:
-    """Rows (intervals per model) and claims of one seed from its finished evals."""
-    n, counts, _ = problem_counts(dirs["base"])
-    pids = sorted(counts)
-    scores = {name: load_scores(d, pids, (1, n)) for name, d in dirs.items()}
+    """Rows (intervals per model) and claims of one seed from its finished evals (``counts``:
+    "base" and method names)."""
+    n = counts["base"].n
+    pids = sorted(counts["base"].tallies)
+    scores = {name: scores_of(c, pids, (1, n)) for name, c in counts.items()}
     rows = []
+    r = cfg.bootstrap
     for name, sc in scores.items():
-        label = "base" if name == "base" else METHODS[name].label
         rows.append({
-            "seed": seed, "method": name, "label": label,
-            "pass@1": bootstrap_ci(sc.values[1], cfg.bootstrap, seed),
-            f"pass@{n}": bootstrap_ci(sc.values[n], cfg.bootstrap, seed),
-            f"S@{n}": bootstrap_ci(sc.values[n], cfg.bootstrap, seed, sc.s_mask),
+            "seed": seed, "method": name, "label": label_of(name),
+            "pass@1": mean_ci(sc.values[1], r, seed=seed),
+            f"pass@{n}": mean_ci(sc.values[n], r, seed=seed),
+            f"S@{n}": mean_ci(sc.values[n][sc.s_mask], r, seed=seed),
             "share_b": sc.share_b, "train_entropy": ent.get(name),
         })
     claims = {}
     for title, fn in CLAIMS.items():
-        res = fn(scores, ent, n, cfg.bootstrap)
+        res = fn(scores, ent, n, r)
         if res is not None:
             claims[title] = {"measured": res[0], "holds": res[1]}
     return {"seed": seed, "n": n, "rows": rows, "claims": claims}
 
 
-def write_tables(out: Path, seeds: Sequence[dict], wall_s: float) -> Path:
-    """evidence.md: one table of models per seed, then the claims per seed."""
+def tables(seeds: Sequence[dict]) -> tuple[str, str]:
+    """(the verdict table: claims × seeds, the model table: one row per seed and model)."""
     n = seeds[0]["n"]
     ci = lambda c: f"{c[0]:.3f} [{c[1]:.3f}, {c[2]:.3f}]"  # noqa: E731
-    lines = ["# agpo testbed evidence", "",
-             f"95% bootstrap intervals over held-out problems within each seed; n = {n}.", "",
-             f"| seed | method | pass@1 | pass@{n} | S@{n} | share of B | train entropy |",
-             "|---|---|---|---|---|---|---|"]
+    head = "| claim | " + " | ".join(f"seed {sd['seed']}" for sd in seeds) + " |\n"
+    verdicts = head + "|---" * (len(seeds) + 1) + "|\n"
+    for title in CLAIMS:
+        cells = []
+        for sd in seeds:
+            c = sd["claims"].get(title)
+            cells.append("–" if c is None else
+                         f"{'yes' if c['holds'] else 'no'}: {c['measured']}")
+        verdicts += f"| {title} | " + " | ".join(cells) + " |\n"
+    models = (f"| seed | method | pass@1 | pass@{n} | S@{n} | share of B | train entropy |\n"
+              "|---|---|---|---|---|---|---|\n")
     for sd in seeds:
         for r in sd["rows"]:
             ent = "" if r["train_entropy"] is None else f"{r['train_entropy']:.4f}"
-            lines.append(f"| {r['seed']} | {r['label']} | {ci(r['pass@1'])} | {ci(r[f'pass@{n}'])} "
-                         f"| {ci(r[f'S@{n}'])} | {r['share_b']:.4f} | {ent} |")
-    lines += ["", "| claim | seed | measured | holds |", "|---|---|---|---|"]
-    for title in CLAIMS:
-        for sd in seeds:
-            c = sd["claims"].get(title)
-            if c is not None:
-                holds = "yes" if c["holds"] else "no"
-                lines.append(f"| {title} | {sd['seed']} | {c['measured']} | {holds} |")
-    lines += ["", f"Wall time: {wall_s:.0f} s", ""]
+            models += (f"| {r['seed']} | {r['label']} | {ci(r['pass@1'])} | "
+                       f"{ci(r[f'pass@{n}'])} | {ci(r[f'S@{n}'])} | {r['share_b']:.4f} | {ent} |\n")
+    return verdicts, models
+
+
+def write_tables(out: Path, seeds: Sequence[dict], wall_s: float) -> Path:
+    """evidence.md (the verdicts per seed, then every model's intervals) and evidence.json."""
+    n = seeds[0]["n"]
+    verdicts, models = tables(seeds)
+    lines = ["# agpo testbed evidence", "",
+             f"95% bootstrap intervals over held-out problems within each seed; n = {n}. "
+             "A claim holds in a seed by the rule in its docstring (agpo.testbed.evidence).", "",
+             verdicts, models, f"Wall time: {wall_s:.0f} s", ""]
     (out / "evidence.md").write_text("\n".join(lines))
     (out / "evidence.json").write_text(json.dumps(list(seeds), indent=1) + "\n")
     return out / "evidence.md"
+
+
+# --------------------------------------------------------------------------- driver
+
+
+class _Results:
+    """What the finished evaluations say so far; the tables after each one."""
+
+    def __init__(self, cfg: EvidenceConfig, start: float) -> None:
+        self.cfg, self.start = cfg, start
+        self.counts: dict[int, dict[str, Counts]] = {s: {} for s in range(cfg.seeds)}
+
+    def seed_dir(self, seed: int) -> Path:
+        return self.cfg.out / f"seed_{seed}"
+
+    def done(self, job: Job) -> None:
+        seed_part, name = job.key.split("/", 1)
+        if name.startswith("eval_"):
+            self.counts[int(seed_part[5:])][name[5:]] = load_counts(job.out)
+            if self.seeds():
+                write_tables(self.cfg.out, self.seeds(), time.perf_counter() - self.start)
+
+    def entropies(self, seed: int) -> dict[str, float]:
+        return {m: final_entropy(self.seed_dir(seed) / f"run_{m}")
+                for m in self.counts[seed] if m != "base"}
+
+    def ordered(self, seed: int) -> dict[str, Counts]:
+        """The seed's finished evals, base first, then the methods in --methods order."""
+        counts = self.counts[seed]
+        return {m: counts[m] for m in ("base", *self.cfg.methods) if m in counts}
+
+    def seeds(self) -> list[dict]:
+        return [seed_result(self.cfg, seed, self.ordered(seed), self.entropies(seed))
+                for seed in self.counts if "base" in self.counts[seed]]
 
 
 def run_evidence(cfg: EvidenceConfig, console: Console | None = None) -> Path:
@@ -256,19 +293,21 @@ def run_evidence(cfg: EvidenceConfig, console: Console | None = None) -> Path:
     console = console or Console()
     start = time.perf_counter()
     cfg.out.mkdir(parents=True, exist_ok=True)
-    columns = (TextColumn("[bold]evidence"), BarColumn(),
-               TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-               TextColumn("{task.fields[info]}"))
-    seeds = []
-    with Progress(*columns, console=console, disable=not cfg.progress) as bar:
-        task = bar.add_task("evidence", total=cfg.seeds * (1 + len(cfg.methods)), info="")
-        for seed in range(cfg.seeds):
-
-            def advance(info: str, partial: dict) -> None:
-                bar.update(task, advance=1, info=info)
-                write_tables(cfg.out, [*seeds, partial], time.perf_counter() - start)
-
-            seeds.append(run_seed(cfg, seed, advance))
-    path = write_tables(cfg.out, seeds, time.perf_counter() - start)
+    jobs = [job for seed in range(cfg.seeds)
+            for job in seed_jobs(cfg.budget(seed), cfg.out / f"seed_{seed}", cfg.methods,
+                                 prefix=f"seed_{seed}/")]
+    results = _Results(cfg, start)
+    workers = cfg.jobs or default_jobs()
+    execute(jobs, workers, console=console, progress=cfg.progress, title="evidence",
+            on_done=results.done)
+    seeds = results.seeds()
+    wall = time.perf_counter() - start
+    path = write_tables(cfg.out, seeds, wall)
+    curves = {sd["seed"]: seed_curves(results.ordered(sd["seed"]), sd["n"]) for sd in seeds}
+    runs = {s: {METHODS[m].label: results.seed_dir(s) / f"run_{m}" for m in cfg.methods}
+            for s in range(cfg.seeds)}
+    (cfg.out / "evidence.html").write_text(
+        evidence_page(seeds, curves, runs, tables(seeds), wall), encoding="utf-8")
     console.print(path.read_text())
+    console.print(f"report: {cfg.out / 'evidence.html'}")
     return path
