@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import socket
 
@@ -131,3 +132,22 @@ def test_the_train_command_runs_data_parallel_on_two_processes(base_flags, read_
     assert [r["step"] for r in rows] == [1, 2]  # one metrics row per step, written by rank 0
     assert all(r["rollout/groups"] == 8 and r["perf/tokens_step"] == 64 for r in rows)  # 4 + 4 prompts
     assert (out / "checkpoints" / "step_2" / "rng_rank1.safetensors").is_file()
+
+
+def test_every_process_rng_is_inside_the_checkpoint_and_a_missing_one_is_an_error(base_flags, tmp_path):
+    out = tmp_path / "run"
+    argv = ["--out", str(out), *base_flags, "--train.steps", "1", "--train.micro-batch-size", "4"]
+    mp.start_processes(_train_worker, args=(2, _free_port(), argv), nprocs=2, join=True,
+                       start_method="spawn")
+    ckpt = out / "checkpoints" / "step_1"
+    sums = json.loads((ckpt / "checksums.json").read_text())
+    # Listed in the checksums, which are written just before the rename: rank 1's file was in
+    # the temporary folder, not added to the final one afterwards.
+    assert "rng_rank1.safetensors" in sums
+    (ckpt / "rng_rank1.safetensors").unlink()
+    del sums["rng_rank1.safetensors"]
+    (ckpt / "checksums.json").write_text(json.dumps(sums))
+    resume = ["--resume", str(out), "--train.steps", "2"]
+    with pytest.raises(mp.ProcessRaisedException, match=r"rng_rank1\.safetensors: missing"):
+        mp.start_processes(_train_worker, args=(2, _free_port(), resume), nprocs=2, join=True,
+                           start_method="spawn")

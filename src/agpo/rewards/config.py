@@ -75,10 +75,10 @@ class RewardConfig:
             raise ValueError(
                 f"--reward.extract-order {bad or '()'}: use a non-empty subset of {EXTRACTORS}"
             )
-        if self.workers < 0 or self.timeout_s <= 0 or self.cache_size < 0:
+        if self.workers < 0 or not 0 < self.timeout_s < float("inf") or self.cache_size < 0:
             raise ValueError(
                 "--reward.workers and --reward.cache-size must be >= 0 and "
-                "--reward.timeout-s > 0"
+                "--reward.timeout-s a finite number > 0"
             )
         if self.bad_gold not in ("skip", "error"):
             raise ValueError(f"--reward.bad-gold {self.bad_gold!r}: use 'skip' or 'error'")

@@ -213,7 +213,7 @@ def records_to_items(
         items.append(TaskItem(
             id=pid, prompt=str(layout.prompt(rec)), gold=gold,
             meta={**(meta or {}), **(layout.meta or {}), **_own_meta(rec), "layout": layout.name,
-                  "gold_raw": raw if isinstance(raw, (str, int, float)) else str(raw)},
+                  "line": line, "gold_raw": raw if isinstance(raw, (str, int, float)) else str(raw)},
         ))
     return items
 

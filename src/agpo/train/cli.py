@@ -12,7 +12,7 @@ from pathlib import Path
 
 from agpo.errors import UserError
 from agpo.io import DirLock
-from agpo.train.config import load_config
+from agpo.train.config import flag_fields, load_config
 
 _OWN = ("--config", "--out", "--resume")
 
@@ -40,7 +40,7 @@ def main(argv: list[str]) -> int:
         cfg, resume = load_config(own.get("--config"), rest), False
     from agpo.train.loop import train
 
-    out = train(cfg, run_dir, resume=resume)
+    out = train(cfg, run_dir, resume=resume, flags=flag_fields(rest))
     if os.environ.get("RANK", "0") == "0":
         print(f"run directory: {out}")
     return 0

@@ -330,6 +330,18 @@ CLI_DESCRIPTION = (
 )
 
 
+def flag_fields(argv: list[str]) -> frozenset[str]:
+    """The fields a command line sets: ``--optim.lr 1e-3`` and ``--log.no-progress`` →
+    {"optim.lr", "log.progress"}."""
+    out = set()
+    for arg in argv:
+        if arg.startswith("--") and "." in arg:
+            section, _, name = arg[2:].partition("=")[0].partition(".")
+            name = name.replace("-", "_")
+            out.add(f"{section}.{name[3:] if name.startswith('no_') else name}")
+    return frozenset(out)
+
+
 def reject_nan(cfg: Any, prefix: str = "") -> None:
     """UserError naming the flag of any NaN in a (nested) config: no field means anything by
     NaN, and NaN passes every ``x <= bound`` check written the usual way."""

@@ -28,12 +28,14 @@ from agpo.train.state import Run
 from agpo.train.update import TrainBatch, group_advantages, update
 
 
-def train(cfg: RunConfig | None, out_dir: str | Path, resume: bool = False) -> Path:
+def train(cfg: RunConfig | None, out_dir: str | Path, resume: bool = False, *,
+          flags: frozenset[str] = frozenset()) -> Path:
     """Train into ``out_dir`` (a new run, or with ``resume`` its last checkpoint onwards).
 
-    ``cfg`` may be None on resume (the run's config.yaml is used). Returns the run directory.
+    ``cfg`` may be None on resume (the run's config.yaml is used); ``flags`` names the fields
+    the command line set (``agpo.train.config.flag_fields``). Returns the run directory.
     """
-    run = Run.start(cfg, Path(out_dir), resume)
+    run = Run.start(cfg, Path(out_dir), resume, flags)
     try:
         with _progress(run) as bar:
             task = bar.add_task("train", total=run.cfg.train.steps, completed=run.step, info="")

@@ -58,16 +58,19 @@ class Run:
     # --- lifecycle ---------------------------------------------------------------------------
 
     @classmethod
-    def start(cls, cfg: RunConfig | None, out: Path, resume: bool) -> Run:
+    def start(cls, cfg: RunConfig | None, out: Path, resume: bool,
+              flags: frozenset[str] = frozenset()) -> Run:
         """Check the run directory, build everything, restore the last checkpoint on resume.
 
         The main process holds the run directory's lock from the first read of a resumed run
-        (or the creation of a new one) until ``close``.
+        (or the creation of a new one) until ``close``. ``flags``: the fields set on the command
+        line (``optim.lr``); on resume, config.yaml may differ from the checkpoint's config in
+        those only.
         """
         d = init_distributed()
         lock = DirLock(out, "--resume") if resume and d.main else None
         try:
-            return cls._start(cfg, out, resume, d, lock)
+            return cls._start(cfg, out, resume, d, lock, flags)
         except BaseException:
             if lock is not None:
                 lock.release()
@@ -75,7 +78,7 @@ class Run:
 
     @classmethod
     def _start(cls, cfg: RunConfig | None, out: Path, resume: bool, d: Dist,
-               lock: DirLock | None) -> Run:
+               lock: DirLock | None, flags: frozenset[str]) -> Run:
         file_cfg = None
         if resume:
             prepare_run_dir(out, resume=True)
@@ -102,7 +105,7 @@ class Run:
                                  positions, cfg.rollout.max_new_tokens)
         last = ckpt.newest_intact(out, _warner(d)) if resume else None
         if last is not None and file_cfg is not None:
-            _check_against_checkpoint(out / "config.yaml", file_cfg, cfg, last)
+            _check_against_checkpoint(out / "config.yaml", file_cfg, last, flags)
         if d.main:
             if not resume:
                 out.mkdir(parents=True, exist_ok=True)
@@ -301,14 +304,14 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _check_against_checkpoint(path: Path, file_cfg: RunConfig, cfg: RunConfig, last: Path) -> None:
+def _check_against_checkpoint(path: Path, file_cfg: RunConfig, last: Path, flags: frozenset[str]) -> None:
     """Refuse a config.yaml that disagrees with the config its checkpoint was trained with,
-    unless the difference comes from a flag given now (a deliberate change, e.g. more steps)."""
+    unless a flag given now sets the field (a deliberate change, e.g. more steps)."""
     theirs = ckpt.load_run_config(last)
     if theirs is None:  # a checkpoint of an agpo that did not store its config
         return
-    theirs, mine, now = _flat(theirs), _flat(to_dict(file_cfg)), _flat(to_dict(cfg))
-    diff = [k for k in mine if mine[k] != theirs.get(k, mine[k]) and now[k] == mine[k]]
+    theirs, mine = _flat(theirs), _flat(to_dict(file_cfg))
+    diff = [k for k in mine if mine[k] != theirs.get(k, mine[k]) and k not in flags]
     if diff:
         shown = ", ".join(f"{k} ({mine[k]!r} here, {theirs[k]!r} there)" for k in diff[:3])
         flags = " ".join(f"--{k.replace('_', '-')} {mine[k]}" for k in diff[:3])
