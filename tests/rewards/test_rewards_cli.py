@@ -79,3 +79,13 @@ def test_skip_bad_reports_how_many(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_missing_input_file_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="cannot open"):
         main(["--in", str(tmp_path / "nope.jsonl")])
+
+
+@pytest.mark.parametrize("line, msg", [
+    ('{"gold": "1", "pred": ' + "[" * 10_000 + "]" * 10_000 + "}", "nested too deeply"),
+    ('{"gold": "1", "pred": ' + "9" * 5000 + "}", "4300 digits"),
+])
+def test_hostile_rows_are_named_not_a_traceback(tmp_path: Path, line: str, msg: str) -> None:
+    pairs = write(tmp_path / "pairs.jsonl", [json.dumps({"gold": "1", "pred": "1"}), line])
+    with pytest.raises(UserError, match=rf"pairs\.jsonl:2: not a JSON object \(.*{msg}"):
+        main(["--task", "math", "--in", str(pairs), "--out", str(tmp_path / "o.jsonl")])

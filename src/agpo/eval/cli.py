@@ -137,6 +137,7 @@ def _verifier(cfg: EvalConfig, items: list[TaskItem]) -> str:
 
 def _prepare_out(cfg: EvalConfig) -> None:
     """Write config.json, or check that OUT's existing samples came from the same settings."""
+    _refuse_foreign(cfg.out)
     cfg.out.mkdir(parents=True, exist_ok=True)
     mine = {k: v for k, v in _config_dict(cfg).items() if k not in _RESUME_FREE}
     cfg_path = cfg.out / "config.json"
@@ -149,6 +150,23 @@ def _prepare_out(cfg: EvalConfig) -> None:
             raise UserError(f"{cfg.out}: holds an eval with other settings ({changes}); "
                             "rerun with its settings to resume, or choose a new --out")
     write_json(cfg_path, _config_dict(cfg))
+
+
+def _refuse_foreign(out: Path) -> None:
+    """--out must be absent, empty, or an eval directory (its config.json names a model, a task
+    and n): never a file, a training run or a model folder, whose files an eval would replace."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file; give a directory for the eval")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    try:
+        cfg = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cfg = None
+    ours = isinstance(cfg, dict) and {"model", "task", "n"} <= cfg.keys()
+    if not ours or (out / "config.yaml").exists() or (out / "checkpoints").exists():
+        raise UserError(f"--out {out}: holds files that are not an agpo eval (a training run, "
+                        "a model folder, ...); choose a new or empty --out")
 
 
 def _config_dict(cfg: EvalConfig) -> dict[str, Any]:

@@ -1,0 +1,100 @@
+"""Issue 14 in evaluation: one pass@k rule for unusable gold answers, hostile rows named by
+file:line:field, and an --out that is not an eval left alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agpo.errors import UserError
+from agpo.eval.cli import EvalConfig, run
+from agpo.eval.passk_cli import main as passk
+from agpo.eval.report import build_report
+from agpo.eval.summary import summarize_samples
+
+
+def _write(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def _rows() -> list[dict]:
+    # Problem a: 1 of 2 correct. Problem b: gold unusable, both rows bad_gold (score 0).
+    # Skipping b: pass@1 = 1/2. Counting b as wrong (what `agpo passk` did): (1/2 + 0)/2 = 1/4.
+    return [
+        {"problem_id": "a", "sample": 0, "correct": True, "score": 1.0, "failure": None, "parsed": "1", "length": 3},
+        {"problem_id": "a", "sample": 1, "correct": False, "score": 0.0, "failure": "wrong", "parsed": "2", "length": 3},
+        {"problem_id": "b", "sample": 0, "correct": False, "score": 0.0, "failure": "bad_gold", "parsed": "1", "length": 3},
+        {"problem_id": "b", "sample": 1, "correct": False, "score": 0.0, "failure": "bad_gold", "parsed": "1", "length": 3},
+    ]
+
+
+def test_passk_and_eval_skip_bad_gold_problems_alike(tmp_path, capsys):
+    path = _write(tmp_path / "samples.jsonl", _rows())
+    assert passk(["--in", str(path), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["pass@1"] == 0.5 and got["skipped_problems"] == 1 and got["num_problems"] == 1
+    assert got == summarize_samples(path)  # one summary: passk.json's numbers exactly
+    assert passk(["--in", str(path)]) == 0
+    assert "1 problem(s) skipped" in capsys.readouterr().out
+
+
+def test_passk_with_only_bad_gold_is_an_error(tmp_path):
+    path = _write(tmp_path / "s.jsonl", _rows()[2:])
+    with pytest.raises(UserError, match="all 1 problems were skipped"):
+        passk(["--in", str(path)])
+
+
+def test_passk_threshold_nan_is_refused(tmp_path, capsys):
+    path = _write(tmp_path / "s.jsonl", _rows())
+    with pytest.raises((UserError, SystemExit)) as err:
+        passk(["--in", str(path), "--threshold", "nan"])
+    message = str(err.value) if err.type is UserError else capsys.readouterr().err
+    assert "--threshold" in message
+
+
+@pytest.mark.parametrize("line, msg", [
+    ('{"problem_id": "a", "correct": true, "x": ' + "[" * 10_000 + "]" * 10_000 + "}", "nested too deeply"),
+    ('{"problem_id": "a", "score": ' + "9" * 5000 + "}", "4300 digits"),
+    ('{"problem_id": "a", "score": 1' + "0" * 400 + "}", "score: expected a finite number"),
+])
+def test_hostile_rows_name_file_and_line(tmp_path, line, msg):
+    path = _write(tmp_path / "s.jsonl", [_rows()[0], line])
+    with pytest.raises(UserError, match=rf"s\.jsonl:2: .*{msg}"):
+        passk(["--in", str(path)])
+
+
+def test_report_names_a_non_numeric_length_or_step(tmp_path):
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    (ev / "config.json").write_text(json.dumps({"task": "t", "n": 2, "model": "m"}))
+    rows = _rows()[:2]
+    rows[1]["length"] = "long"
+    _write(ev / "samples.jsonl", rows)
+    with pytest.raises(UserError, match=r"samples\.jsonl:2: length: expected an integer"):
+        build_report([ev], tmp_path / "r.html")
+    runs = tmp_path / "run"
+    runs.mkdir()
+    _write(runs / "metrics.jsonl", [{"step": 1, "reward/mean": 0.5}, {"step": "two", "reward/mean": 0.5}])
+    with pytest.raises(UserError, match=r"metrics\.jsonl:2: field 'step': expected an integer"):
+        build_report([runs], tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.parametrize("kind", ["training run", "model folder", "file"])
+def test_eval_out_that_is_not_an_eval_is_left_alone(tmp_path, kind):
+    task = _write(tmp_path / "task.jsonl", [{"id": "p", "prompt": "1+1=", "gold": "2"}])
+    out = tmp_path / "out"
+    if kind == "file":
+        out.write_text("mine")
+    else:
+        out.mkdir()
+        mine = out / ("config.yaml" if kind == "training run" else "config.json")
+        mine.write_text("model_type: llama\n" if kind == "training run" else '{"model_type": "llama"}')
+    before = {p: p.read_bytes() for p in ([out] if kind == "file" else out.iterdir())}
+    with pytest.raises(UserError, match="is a file|not an agpo eval"):
+        run(EvalConfig(model=str(tmp_path / "no-model"), task=str(task), out=out, n=1, progress=False))
+    after = {p: p.read_bytes() for p in ([out] if kind == "file" else out.iterdir())}
+    assert after == before
