@@ -4,6 +4,7 @@ and an interrupted-then-resumed demo write the same numbers as one sequential ru
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -139,3 +140,34 @@ def test_evidence_checks_methods_as_demo_does() -> None:
             EvidenceConfig(methods=bad)
         assert str(evidence_err.value) == str(demo_err.value)
         assert "valid names are grpo, " in str(demo_err.value)
+
+
+def test_tiny_evidence_tables_and_page(testbed_cache: Path, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from agpo.testbed.evidence import CLAIMS, run_evidence
+
+    monkeypatch.setenv("AGPO_CACHE", str(testbed_cache))
+    # Two seeds of a 20-step base model (a recipe of its own: built here in seconds).
+    cfg = EvidenceConfig(out=tmp_path / "ev", seeds=2, methods=("grpo", "passk_analytic"),
+                         steps=2, n=8, limit=20, bootstrap=50, pretrain_steps=20, jobs=2,
+                         progress=False)
+    md = run_evidence(cfg).read_text()
+    verdicts = md.split("| claim | seed 0 | seed 1 |")[1].split("\n\n")[0]
+    # A row per claim; the ones whose methods were not trained say "–" in both seeds.
+    for title in CLAIMS:
+        assert f"| {title} |" in verdicts
+    assert "| AGPO-asymmetric's pass@n not below GRPO-pass@k's | – | – |" in verdicts
+    for measured in ("GRPO shrinks pass@n below base", "Pass@k-analytic keeps pass@n ≥ base"):
+        row = verdicts.split(f"| {measured} | ")[1].split("\n")[0]
+        assert re.fullmatch(r"(yes|no): pass@8\(.*?\) − base = [+-]\d\.\d{3} \[.*\] \| "
+                            r"(yes|no): .* \|", row), row
+    data = json.loads((cfg.out / "evidence.json").read_text())
+    assert [sd["seed"] for sd in data] == [0, 1]
+    assert [r["label"] for r in data[0]["rows"]] == ["base", "GRPO", "Pass@k-analytic (k=4)"]
+    for row in data[0]["rows"]:
+        mean, low, high = row["pass@1"]
+        assert low <= mean <= high
+    page = (cfg.out / "evidence.html").read_text()
+    # One image of pass@k panels (2 seeds × all/S) and one training figure per seed.
+    assert page.count("data:image/png;base64,") == 3
+    assert "<h2>verdicts</h2>" in page and "<h2>seed 1</h2>" in page

@@ -326,6 +326,7 @@ pre{white-space:pre-wrap;word-break:break-word;background:#f8f8f8;padding:.5em;m
 font-size:.8em}pre.prompt{background:#eef3fb}.sample.ok pre{border-left:3px solid #2a2}
 .sample.bad pre{border-left:3px solid #c33}.meta{font-size:.75em;color:#555}
 details{margin:.3em 0}summary{cursor:pointer}
+table.text td,table.text th{text-align:left}
 """
 
 # Records, for a headless browser check, how many images decoded and whether any script failed.

@@ -31,7 +31,7 @@ from agpo.testbed.runs import Budget, default_jobs, execute, seed_jobs
 
 
 @dataclass(frozen=True)
-class DemoConfig:
+class DemoConfig(Budget):
     """agpo demo: train the methods on the built-in testbed and compare them with the base."""
 
     out: Path = Path("agpo_demo")
@@ -39,25 +39,6 @@ class DemoConfig:
     interrupted demo re-run with the same folder continues where it stopped."""
     methods: tuple[str, ...] = DEMO_METHODS
     """Methods to train (names: see agpo.testbed.methods.METHODS)."""
-    steps: int = 300
-    """RL steps of a method without probe groups; every method gets the same generated-token
-    budget: steps × prompts-per-step × group-size × 5 tokens."""
-    prompts_per_step: int = 32
-    """B: prompts per RL step."""
-    group_size: int = 8
-    """G: responses per prompt."""
-    lr: float = 3e-4
-    """Adam learning rate of the RL runs (constant)."""
-    n: int = 256
-    """Samples per held-out problem in the evaluations (pass@k up to k = n)."""
-    limit: int = 0
-    """Evaluate on the first N of the 200 held-out problems (0: all)."""
-    seed: int = 0
-    """Seed of the RL runs and of the evaluation's sampling."""
-    base_seed: int = 0
-    """Seed of the base model's pretraining."""
-    pretrain_steps: int = Budget().pretrain_steps
-    """Pretraining steps of the base model (the recipe; cached by it)."""
     jobs: int = 0
     """Parallel worker processes, one torch thread each (0: the cores available). The results
     do not depend on it."""
@@ -73,6 +54,7 @@ class DemoConfig:
 
     @property
     def budget(self) -> Budget:
+        """The shared budget alone (what the jobs receive)."""
         return Budget(**{f.name: getattr(self, f.name) for f in fields(Budget)})
 
     @property

@@ -192,7 +192,7 @@ def markdown_to_html_table(md: str) -> str:
     th = "".join(f"<th>{html.escape(c.strip())}</th>" for c in head)
     trs = "".join("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>"
                   for r in body)
-    return f"<div class=scroll><table><tr>{th}</tr>{trs}</table></div>"
+    return f"<div class=scroll><table class=text><tr>{th}</tr>{trs}</table></div>"
 
 
 def evidence_page(

@@ -16,6 +16,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -45,19 +46,27 @@ def default_jobs() -> int:
 
 @dataclass(frozen=True)
 class Budget:
-    """What every RL run and evaluation of one comparison shares (one seed)."""
+    """What every RL run and evaluation of one comparison (one seed) shares."""
 
     steps: int = 300
-    """RL steps of a method without probe groups: the generated-token budget is steps ×
-    prompts-per-step × group-size × 5 tokens."""
+    """RL steps of a method without probe groups; every method gets the same generated-token
+    budget: steps × prompts-per-step × group-size × 5 tokens."""
     prompts_per_step: int = 32
+    """B: prompts per RL step."""
     group_size: int = 8
+    """G: responses per prompt."""
     lr: float = 3e-4
+    """Adam learning rate of the RL runs (constant)."""
     n: int = 256
+    """Samples per held-out problem in the evaluations (pass@k up to k = n)."""
     limit: int = 0
+    """Evaluate on the first N of the 200 held-out problems (0: all)."""
     seed: int = 0
+    """Seed of the RL runs and of the evaluation's sampling."""
     base_seed: int = 0
+    """Seed of the base model's pretraining."""
     pretrain_steps: int = Recipe().steps
+    """Pretraining steps of the base model (the recipe; cached by it)."""
 
     @property
     def token_budget(self) -> int:
@@ -185,8 +194,9 @@ class Job:
 def seed_jobs(b: Budget, root: Path, methods: Sequence[str], prefix: str = "") -> list[Job]:
     """Base model, its evaluation, and each method's RL run and evaluation for one seed."""
     build = f"{prefix}base"
-    # Costs in seconds on one thread of this kind of machine (measured: pretraining 1000 steps
-    # ≈ 90 s, a 300-step RL run ≈ 35 s per update epoch, an evaluation at n = 256 ≈ 8 s).
+    # Costs in seconds on one quiet thread of this kind of machine (measured: pretraining 1000
+    # steps ≈ 90 s, a 300-step one-epoch RL run ≈ 35 s, sampling and the update about equal
+    # shares of it; an evaluation at n = 256 ≈ 8 s).
     scale = b.steps / 300
     jobs = [
         Job(build, f"{prefix}base model", partial(build_base, b), b.base,
@@ -197,7 +207,9 @@ def seed_jobs(b: Budget, root: Path, methods: Sequence[str], prefix: str = "") -
     for name in methods:
         m = METHODS[name]
         run = root / f"run_{name}"
-        epochs_cost = (1 + m.epochs) / 2 * (1.3 if m.algo.adaptive_temperature else 1.0)
+        # A probe group doubles the sampling per step and halves the steps the budget allows.
+        probe = 1 if m.algo.uses_probe else 0
+        epochs_cost = (1 + probe + m.epochs) / 2 / (1 + probe)
         jobs.append(Job(f"{prefix}run_{name}", f"{prefix}train {m.label}",
                         partial(train_method, name, b, run), run, (build,),
                         35 * scale * epochs_cost, b.token_budget))
@@ -225,6 +237,9 @@ def _worker_init() -> None:
     import torch
     import transformers
 
+    # Ctrl-C reaches the whole process group: the parent alone handles it (it terminates the
+    # workers), instead of every worker printing its own traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)  # one thread per worker: the workers fill the cores
     transformers.utils.logging.disable_progress_bar()
 
@@ -243,6 +258,8 @@ class _Display:
     overall: TaskID
     console: Console
     tasks: dict[str, tuple[Job, TaskID, float]] = field(default_factory=dict)
+    lines: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    """samples.jsonl → (bytes read, rows counted): each poll reads only what was appended."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self, job: Job) -> None:
@@ -261,20 +278,23 @@ class _Display:
     def poll(self) -> None:
         with self.lock:
             for job, task, _ in self.tasks.values():
-                done = _done_units(job)
-                if done is not None:
-                    self.bar.update(task, completed=done)
+                if job.total is not None:
+                    self.bar.update(task, completed=self._done_units(job))
 
-
-def _done_units(job: Job) -> float | None:
-    if job.total is None:
-        return None
-    if (job.out / "metrics.jsonl").exists():
-        return _last_tokens(job.out / "metrics.jsonl")
-    if (job.out / "samples.jsonl").exists():
-        with (job.out / "samples.jsonl").open("rb") as f:
-            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-    return 0.0
+    def _done_units(self, job: Job) -> float:
+        if (job.out / "metrics.jsonl").exists():
+            return _last_tokens(job.out / "metrics.jsonl")
+        path = job.out / "samples.jsonl"
+        if not path.exists():
+            return 0.0
+        offset, rows = self.lines.get(path, (0, 0))
+        with path.open("rb") as f:
+            if f.seek(0, os.SEEK_END) < offset:  # cut back by a resume's repair: count again
+                offset, rows = 0, 0
+            f.seek(offset)
+            data = f.read()
+        self.lines[path] = (offset + len(data), rows + data.count(b"\n"))
+        return float(self.lines[path][1])
 
 
 def _last_tokens(path: Path) -> float:
