@@ -1,19 +1,30 @@
 """Training throughput: agpo's trainer vs TRL's GRPOTrainer on the identical workload, and
 agpo's step time against its floor. One invocation measures everything (ratios are what count).
 
-Workload (DESIGN.md "Benchmarks"): a tiny Llama (hidden 128, 2 layers, 4 heads, 2 KV heads,
+Real workload (--model smollm2-135m-instruct --prompts 8, the target): SmolLM2-135M-Instruct,
+8 chat-template word problems × 8 samples, at most 128 new tokens, math-verify reward, one update
+epoch, no reference model, fp32, 16 sequences per forward/backward, the same steps for both.
+--engine transformers vllm measures agpo with each rollout engine (vllm needs .venv-vllm, which
+also holds TRL: run the benchmark with .venv-vllm/bin/python) and reports the faster as agpo's.
+With --json the last line is one JSON object: speedup (TRL s/step ÷ agpo s/step),
+agpo_over_floor, and the fairness columns (tokens generated, optimizer steps) per workload.
+
+Tiny workload (the default): a tiny Llama (hidden 128, 2 layers, 4 heads, 2 KV heads,
 character vocabulary, random init), the same prompts and exact-match reward, B prompts × 8
 samples, at most 32 new tokens (the same model and EOS: both decode until every row stopped,
 about 32 steps for a random model), one update epoch, no reference model, 32 sequences per
 forward/backward, the same number of steps. The first step of each is warm-up and not timed.
 agpo's floor is its own sampling pass plus one forward/backward over the same tokens with the
-same model.
+same model; with the vLLM engine the sampling pass includes pushing the updated weights into it,
+which any trainer sampling with vLLM pays.
 
 The same math on both sides: fp32 and no activation checkpointing, as agpo trains by default.
 TRL's own defaults differ on a CPU (bf16 autocast and gradient checkpointing, a recomputed
 forward); --trl-defaults measures TRL with those instead.
 
     .venv/bin/python benchmarks/bench_train_vs_trl.py [--prompts 4 32] [--steps 6] [--threads 1] [--rounds 1] [--trl-defaults]
+    .venv-vllm/bin/python benchmarks/bench_train_vs_trl.py --model smollm2-135m-instruct --prompts 8 \
+        --steps 3 --threads 2 --engine transformers vllm --json
 
 Fairness: the table prints the mean generated tokens per completion (EOS included) of each
 trainer; they sample the same distribution from the same model, so they should agree to within
@@ -32,8 +43,11 @@ import argparse
 import json
 import os
 import statistics
+import gc
+import random
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -41,16 +55,37 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch  # noqa: E402
 
-from agpo.rollout import SamplingConfig, sample, select  # noqa: E402
+from agpo.rollout import SamplingConfig, build_engine, select  # noqa: E402
 from agpo.rollout.engine import response_logprobs  # noqa: E402
 from agpo.testbed.tiny import char_tokenizer, tiny_llama  # noqa: E402
 
-G, NEW_TOKENS = 8, 32
-MICRO = 32  # sequences per forward/backward in both trainers (faster on CPU than one of 256)
+G = 8
+TINY = "tiny"
 
 
-def build(workdir: Path, n_prompts: int) -> tuple[Path, Path]:
+@dataclass(frozen=True)
+class Workload:
+    model: str
+    new_tokens: int
+    micro: int  # sequences per forward/backward in both trainers
+    verifier: str
+    lr: float
+    kv_cache_gb: int = 1  # vLLM's KV cache: 8 × 8 × (prompt + 128) tokens fit in 1 GiB at 135M
+
+
+WORKLOADS = {
+    # 32 per forward/backward: faster on CPU than one of 256
+    TINY: Workload(TINY, new_tokens=32, micro=32, verifier="exact", lr=1e-4),
+    # 16 × (≈ 90 prompt + 128) positions × 49152 fp32 logits ≈ 0.7 GB per micro-batch
+    "smollm2-135m-instruct": Workload("smollm2-135m-instruct", new_tokens=128, micro=16, verifier="math",
+                                      lr=1e-6),
+}
+
+
+def build(workdir: Path, n_prompts: int, wl: Workload) -> tuple[Path, Path]:
     """The shared model folder and a task file of n_prompts problems."""
+    if wl.model != TINY:
+        return build_real(workdir, n_prompts, wl.model)
     tok = char_tokenizer()
     model = tiny_llama(len(tok), hidden=128, layers=2, heads=4, kv_heads=2, seed=0)
     model_dir = workdir / "model"
@@ -64,60 +99,113 @@ def build(workdir: Path, n_prompts: int) -> tuple[Path, Path]:
     return model_dir, task
 
 
-def run_agpo(model_dir: Path, task: Path, b: int, steps: int, threads: int, out: Path) -> tuple[list[float], float]:
-    """Timed step seconds and the mean generated tokens per completion (EOS included)."""
+NAMES = ["Ava", "Ben", "Chloe", "Dev", "Emma", "Femi", "Grace", "Hugo"]
+THINGS = ["apples", "stickers", "marbles", "books", "coins", "shells", "pencils", "cards"]
+
+
+def word_problem(i: int) -> tuple[str, int]:
+    """A two-step arithmetic word problem (GSM8K style) and its answer, deterministic in i."""
+    rng = random.Random(i)
+    name, thing = NAMES[i % len(NAMES)], THINGS[rng.randrange(len(THINGS))]
+    a, b, c = rng.randint(10, 60), rng.randint(2, 30), rng.randint(2, 9)
+    text = (f"{name} has {a} {thing}. {name} buys {b} more, then gives {c} to a friend. "
+            f"How many {thing} does {name} have now? Give the final answer as a number.")
+    return text, a + b - c
+
+
+def build_real(workdir: Path, n_prompts: int, name: str) -> tuple[Path, Path]:
+    """The built-in model's folder and word problems rendered with its chat template once here,
+    so that both trainers see the very same prompt string (agpo with --task.template plain)."""
+    from agpo.models import load_tokenizer, resolve
+    from agpo.tasks.templates import render_prompt
+    from agpo.types import TaskItem
+
+    model_dir = resolve(name)
+    tok = load_tokenizer(name)
+    task = workdir / "task.jsonl"
+    with task.open("w") as f:
+        for i in range(n_prompts):
+            text, answer = word_problem(i)
+            prompt = render_prompt(TaskItem(f"p{i}", text, str(answer)), "chat", tok)
+            f.write(json.dumps({"id": f"p{i}", "prompt": prompt, "gold": str(answer)}) + "\n")
+    return model_dir, task
+
+
+@dataclass
+class Measured:
+    times: list[float]  # seconds of each timed step (the first step is warm-up, not timed)
+    tokens_per_completion: float  # mean generated tokens per completion (EOS included)
+    tokens: int = 0  # generated tokens over all steps
+    opt_steps: int = 0
+    update_times: list[float] | None = None  # the floor: its forward/backward part
+
+
+def run_agpo(model_dir: Path, task: Path, b: int, steps: int, threads: int, out: Path,
+             wl: Workload, engine: str) -> Measured:
     from agpo.train.cli import main
 
     argv = [
         "--out", str(out), "--model.path", str(model_dir), "--task.spec", str(task),
-        "--reward.verifier", "exact", "--reward.workers", "0",
-        "--rollout.max-new-tokens", str(NEW_TOKENS), "--train.prompts-per-step", str(b),
-        "--train.group-size", str(G), "--train.micro-batch-size", str(MICRO),
+        "--task.template", "plain", "--reward.verifier", wl.verifier, "--reward.workers", "0",
+        "--rollout.max-new-tokens", str(wl.new_tokens), "--train.prompts-per-step", str(b),
+        "--train.group-size", str(G), "--train.micro-batch-size", str(wl.micro),
         "--train.steps", str(steps), "--train.checkpoint-every", "0", "--train.threads", str(threads),
-        "--algo.advantage", "grpo", "--algo.kl-coef", "0", "--optim.lr", "1e-4",
+        "--algo.advantage", "grpo", "--algo.kl-coef", "0", "--optim.lr", str(wl.lr),
         "--log.no-progress", "--log.samples-per-step", "0", "--log.no-post-update-stats",
+        "--rollout.engine", engine, "--rollout.vllm-kv-cache-gb", str(wl.kv_cache_gb),
     ]
     main(argv)
+    gc.collect()  # the run's vLLM engine and its KV cache go before the next measurement
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    return [r["perf/time_step"] for r in rows[1:]], statistics.mean(r["rollout/response_len"] for r in rows)
+    state = json.loads(next((out / "checkpoints").glob("step_*/trainer_state.json")).read_text())
+    return Measured([r["perf/time_step"] for r in rows[1:]],
+                    statistics.mean(r["rollout/response_len"] for r in rows),
+                    int(sum(r["perf/tokens_step"] for r in rows)), int(state["opt_steps"]))
 
 
-def run_floor(model_dir: Path, b: int, steps: int) -> tuple[list[float], list[float]]:
+def run_floor(model_dir: Path, task: Path, b: int, steps: int, wl: Workload, engine: str) -> Measured:
     """agpo's sampling pass + one forward/backward of the same tokens, nothing else: the timed
     steps' seconds, and the part of each spent in the forward/backward (and optimizer step)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    prompts = [f"{i * 37 % 1000}+{i * 11 % 100}=" for i in range(b) for _ in range(G)]
-    cfg = SamplingConfig(max_new_tokens=NEW_TOKENS, batch_size=b * G)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    opt = torch.optim.AdamW(model.parameters(), lr=wl.lr)
+    texts = [json.loads(x)["prompt"] for x in task.read_text().splitlines()]
+    cfg = SamplingConfig(max_new_tokens=wl.new_tokens, batch_size=max(b * G, 1),
+                         engine=engine, vllm_kv_cache_gb=wl.kv_cache_gb)
+    sampler = build_engine(engine, model, tok, cfg)
     gen = torch.Generator().manual_seed(0)
-    times, updates = [], []
-    for _ in range(steps):
+    times, updates, lengths = [], [], []
+    for step in range(steps):
+        prompts = [p for p in texts[step * b:(step + 1) * b] for _ in range(G)]
         t0 = time.perf_counter()
-        r = sample(model, tok, prompts, torch.ones(b * G), cfg, gen)
+        r = sampler.sample(prompts, torch.ones(b * G), cfg, gen)
         t1 = time.perf_counter()
         model.train()
         tokens = r.response_mask.sum()
-        for i in range(0, b * G, MICRO):
-            part = select(r, slice(i, i + MICRO))
+        lengths.append(float(tokens) / (b * G))
+        for i in range(0, b * G, wl.micro):
+            part = select(r, slice(i, i + wl.micro))
             logprobs, _ = response_logprobs(model, part, part.temperatures, with_entropy=False)
             (-(logprobs * part.response_mask).sum() / tokens).backward()
         opt.step()
         opt.zero_grad()
         times.append(time.perf_counter() - t0)
         updates.append(time.perf_counter() - t1)
-    return times[1:], updates[1:]
+    sampler.close()
+    del sampler
+    gc.collect()
+    return Measured(times[1:], statistics.mean(lengths), update_times=updates[1:])
 
 
 # TRL settings that make its update the same math as agpo's (fp32, no recomputed forward).
 SAME_MATH = {"bf16": False, "gradient_checkpointing": False}
 
 
-def run_trl(model_dir: Path, task: Path, b: int, steps: int, out: Path, settings: dict) -> tuple[list[float], float]:
-    """Timed step seconds and the mean generated tokens per completion (EOS included);
-    ``settings`` override GRPOConfig's defaults."""
+def run_trl(model_dir: Path, task: Path, b: int, steps: int, out: Path, settings: dict,
+            wl: Workload) -> Measured:
+    """``settings`` override GRPOConfig's defaults."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -127,9 +215,16 @@ def run_trl(model_dir: Path, task: Path, b: int, steps: int, out: Path, settings
 
     lengths: list[int] = []
 
+    from agpo.rewards import RewardConfig, build_reward
+    from agpo.types import TaskItem
+
+    # agpo's own verifier in the main thread, as agpo's run uses it (--reward.workers 0)
+    verifier = build_reward(RewardConfig(verifier=wl.verifier, workers=0))
+
     def exact(completions, gold, completion_ids, **_):  # noqa: ANN001, ANN202
         lengths.extend(len(ids) for ids in completion_ids)  # TRL's ids keep the EOS, like agpo's mask
-        return [float(c.strip() == g) for c, g in zip(completions, gold, strict=True)]
+        items = [TaskItem(str(i), "", g) for i, g in enumerate(gold)]
+        return [r.score for r in verifier.batch(items, completions)]
 
     stamps: list[float] = []
 
@@ -138,70 +233,102 @@ def run_trl(model_dir: Path, task: Path, b: int, steps: int, out: Path, settings
             stamps.append(time.perf_counter())
 
     tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     args = GRPOConfig(
         # One optimizer step per b·G completions, MICRO at a time: TRL generates all b·G at once
         # (steps_per_generation follows gradient_accumulation_steps) and accumulates.
-        output_dir=str(out), per_device_train_batch_size=MICRO,
-        gradient_accumulation_steps=b * G // MICRO, num_generations=G,
-        max_completion_length=NEW_TOKENS, max_steps=steps, num_iterations=1, beta=0.0,
-        learning_rate=1e-4, logging_steps=1000, save_strategy="no", report_to=[], use_cpu=True,
+        output_dir=str(out), per_device_train_batch_size=wl.micro,
+        gradient_accumulation_steps=b * G // wl.micro, num_generations=G,
+        max_completion_length=wl.new_tokens, max_steps=steps, num_iterations=1, beta=0.0,
+        learning_rate=wl.lr, logging_steps=1000, save_strategy="no", report_to=[], use_cpu=True,
         temperature=1.0, top_p=1.0, seed=0, dataloader_num_workers=0, disable_tqdm=True, **settings,
     )
     trainer = GRPOTrainer(model=model, reward_funcs=exact, args=args, train_dataset=data,
                           processing_class=tok, callbacks=[Clock()])
     start = time.perf_counter()
     trainer.train()
+    verifier.close()
     ends = [start, *stamps]
-    return [ends[i + 1] - ends[i] for i in range(1, len(stamps))], statistics.mean(lengths)
+    opt_steps = trainer.state.global_step
+    del trainer, model
+    gc.collect()
+    return Measured([ends[i + 1] - ends[i] for i in range(1, len(stamps))], statistics.mean(lengths),
+                    len(lengths) and sum(lengths), opt_steps)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--prompts", type=int, nargs="+", default=[4, 32])
+    ap.add_argument("--model", default=TINY, choices=sorted(WORKLOADS))
+    ap.add_argument("--prompts", type=int, nargs="+", default=None,
+                    help="prompts per step (default: 4 32 on the tiny model, 8 on a real one)")
     ap.add_argument("--steps", type=int, default=6, help="steps per trainer (the first is warm-up)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=1, help="repeat, rotating the order; medians over rounds")
+    ap.add_argument("--engine", nargs="+", default=["transformers"], choices=["transformers", "vllm"],
+                    help="agpo's rollout engine(s); the fastest is reported as agpo's")
     ap.add_argument("--trl-defaults", action="store_true",
                     help="TRL with its own defaults (bf16 autocast, gradient checkpointing) instead of the same math")
+    ap.add_argument("--json", action="store_true", help="end with one JSON line of the results")
     args = ap.parse_args()
+    wl = WORKLOADS[args.model]
+    prompts = args.prompts or ([4, 32] if wl.model == TINY else [8])
     trl_settings = {} if args.trl_defaults else SAME_MATH
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, G {G}, "
-          f"{NEW_TOKENS} new tokens, {args.steps - 1} timed steps (median), {args.rounds} round(s), "
-          f"TRL {'defaults' if args.trl_defaults else 'same math (fp32, no checkpointing)'}")
-    print(f"{'prompts×G':>10} {'agpo s/step':>12} {'TRL s/step':>11} {'agpo c/s':>9} {'TRL c/s':>8} "
+    print(f"{wl.model}: torch {torch.__version__}, threads {torch.get_num_threads()}, G {G}, "
+          f"{wl.new_tokens} new tokens, {args.steps - 1} timed steps (median), {args.rounds} round(s), "
+          f"TRL {'defaults' if args.trl_defaults else 'same math (fp32, no checkpointing)'}, "
+          f"agpo engines {' '.join(args.engine)}")
+    print(f"{'prompts×G':>10} {'engine':>12} {'agpo s/step':>12} {'TRL s/step':>11} {'agpo c/s':>9} {'TRL c/s':>8} "
           f"{'ratio':>6} {'floor s':>8} {'of it fwd/bwd':>13} {'agpo/floor':>10} {'ceiling':>8} {'tok/c agpo':>10} "
           f"{'tok/c TRL':>9}")
-    for b in args.prompts:
-        t: dict[str, list[float]] = {"agpo": [], "floor": [], "fwd/bwd": [], "trl": []}
-        ratios, floors, ceilings, len_agpo, len_trl = [], [], [], [], []
+    results = []
+    for b in prompts:
+        got_rounds: list[dict[str, Measured]] = []
         for rnd in range(args.rounds):
             with tempfile.TemporaryDirectory() as tmp:
                 work = Path(tmp)
-                model_dir, task = build(work, max(b, 8) * args.steps)
-                jobs = {
-                    "agpo": lambda: run_agpo(model_dir, task, b, args.steps, args.threads, work / "agpo"),  # noqa: B023
-                    "floor": lambda: run_floor(model_dir, b, args.steps),  # noqa: B023
-                    "trl": lambda: run_trl(model_dir, task, b, args.steps, work / "trl", trl_settings),  # noqa: B023
-                }
-                # Rotating the order spreads the machine's slow phases over all three.
-                names = list(jobs)[rnd % 3:] + list(jobs)[: rnd % 3]
-                got = {name: jobs[name]() for name in names}
-            for name, (times, _) in got.items():
-                t[name].append(statistics.median(times))
-            t["fwd/bwd"].append(statistics.median(got["floor"][1]))
-            len_agpo.append(got["agpo"][1])
-            len_trl.append(got["trl"][1])
-            ratios.append(t["trl"][-1] / t["agpo"][-1])
-            floors.append(t["agpo"][-1] / t["floor"][-1])
-            ceilings.append(t["trl"][-1] / t["floor"][-1])
-        t_agpo, t_trl, t_floor, t_fb = (statistics.median(t[k]) for k in ("agpo", "trl", "floor", "fwd/bwd"))
-        n = b * G
-        print(f"{f'{b}×{G}':>10} {t_agpo:12.3f} {t_trl:11.3f} {n / t_agpo:9.1f} {n / t_trl:8.1f} "
-              f"{statistics.median(ratios):6.2f} {t_floor:8.3f} {t_fb:13.3f} {statistics.median(floors):10.2f} "
-              f"{statistics.median(ceilings):8.2f} "
-              f"{statistics.mean(len_agpo):10.1f} {statistics.mean(len_trl):9.1f}")
+                model_dir, task = build(work, max(b, 8) * args.steps, wl)
+                jobs = {"trl": lambda: run_trl(model_dir, task, b, args.steps, work / "trl", trl_settings, wl)}  # noqa: B023
+                for e in args.engine:
+                    jobs[f"agpo:{e}"] = lambda e=e: run_agpo(model_dir, task, b, args.steps, args.threads,  # noqa: B023
+                                                             work / f"agpo-{e}", wl, e)
+                    jobs[f"floor:{e}"] = lambda e=e: run_floor(model_dir, task, b, args.steps, wl, e)  # noqa: B023
+                # Rotating the order spreads the machine's slow phases over every measurement.
+                names = list(jobs)[rnd % len(jobs):] + list(jobs)[: rnd % len(jobs)]
+                got_rounds.append({name: jobs[name]() for name in names})
+        med = lambda key: statistics.median(statistics.median(g[key].times) for g in got_rounds)  # noqa: E731
+        t_trl = med("trl")
+        per_engine = {}
+        for e in args.engine:
+            t_agpo, t_floor = med(f"agpo:{e}"), med(f"floor:{e}")
+            t_fb = statistics.median(statistics.median(g[f"floor:{e}"].update_times) for g in got_rounds)
+            len_agpo = statistics.mean(g[f"agpo:{e}"].tokens_per_completion for g in got_rounds)
+            len_trl = statistics.mean(g["trl"].tokens_per_completion for g in got_rounds)
+            n = b * G
+            print(f"{f'{b}×{G}':>10} {e:>12} {t_agpo:12.3f} {t_trl:11.3f} {n / t_agpo:9.1f} {n / t_trl:8.1f} "
+                  f"{t_trl / t_agpo:6.2f} {t_floor:8.3f} {t_fb:13.3f} {t_agpo / t_floor:10.2f} "
+                  f"{t_trl / t_floor:8.2f} {len_agpo:10.1f} {len_trl:9.1f}")
+            per_engine[e] = {
+                "agpo_s_per_step": t_agpo, "floor_s": t_floor, "floor_fwd_bwd_s": t_fb,
+                "speedup": t_trl / t_agpo, "agpo_over_floor": t_agpo / t_floor,
+                "ceiling": t_trl / t_floor, "tokens_per_completion": len_agpo,
+                "tokens_generated": [g[f"agpo:{e}"].tokens for g in got_rounds],
+                "optimizer_steps": [g[f"agpo:{e}"].opt_steps for g in got_rounds],
+            }
+        best = min(per_engine, key=lambda e: per_engine[e]["agpo_s_per_step"])
+        results.append({
+            "model": wl.model, "prompts": b, "group_size": G, "max_new_tokens": wl.new_tokens,
+            "steps": args.steps, "timed_steps": args.steps - 1, "rounds": args.rounds,
+            "threads": args.threads, "engine": best, **per_engine[best],
+            "trl_s_per_step": t_trl, "trl_tokens_per_completion":
+                statistics.mean(g["trl"].tokens_per_completion for g in got_rounds),
+            "trl_tokens_generated": [g["trl"].tokens for g in got_rounds],
+            "trl_optimizer_steps": [g["trl"].opt_steps for g in got_rounds],
+            "engines": per_engine,
+        })
+    if args.json:
+        # one workload: its fields at the top level; several: the first's, and all under "workloads"
+        print(json.dumps({**results[0], "workloads": results}))
 
 
 if __name__ == "__main__":

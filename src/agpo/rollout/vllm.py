@@ -29,6 +29,7 @@ runs without vLLM installed. What this engine guarantees, and what it does not:
 
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
 from collections.abc import Sequence
@@ -102,22 +103,19 @@ class VLLMEngine:
         if device.type == "cuda":
             kwargs["gpu_memory_utilization"] = self.cfg.vllm_gpu_memory
         # vLLM seeds torch's global generators when it starts; the trainer's must not move.
-        try:
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                self.llm = LLM(
-                    model=self._dir.name, load_format="dummy", skip_tokenizer_init=True,
-                    dtype=dtype, enforce_eager=self.cfg.vllm_enforce_eager or device.type == "cpu",
-                    enable_prefix_caching=True, logprobs_mode="processed_logprobs",
-                    generation_config="vllm", max_model_len=min(max_len, 8192), seed=0, **kwargs,
-                )
-        except Exception as e:  # vLLM refuses models it has no kernels for (e.g. head size 16 on CPU)
-            self.close()
-            reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-            raise UserError(f"--rollout.engine vllm: vLLM cannot run this model ({reason[:300]}); "
-                            "use --rollout.engine transformers") from None
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            self.llm = LLM(
+                model=self._dir.name, load_format="dummy", skip_tokenizer_init=True,
+                dtype=dtype, enforce_eager=self.cfg.vllm_enforce_eager or device.type == "cpu",
+                enable_prefix_caching=True, logprobs_mode="processed_logprobs",
+                generation_config="vllm", max_model_len=min(max_len, 8192), seed=0, **kwargs,
+            )
 
     def close(self) -> None:
+        # vLLM's parallel state is global to the process: one engine may be alive at a time,
+        # and closing it frees that state for the next.
         self.llm = None
+        gc.collect()  # the LLM's reference cycles hold its KV cache
         if self._dir is not None:
             self._dir.cleanup()
             self._dir = None
@@ -141,7 +139,6 @@ class VLLMEngine:
                 f"limit); asked for {float(temperatures.max()):g}: lower the temperature "
                 "(--rollout.temperature, --algo.adaptive.tau-max, --eval.temperature) or use "
                 "--rollout.engine transformers")
-        self.sync()
         prepare_tokenizer(self.tokenizer)
         stop = eos_ids(self.model, self.tokenizer)
         taus = temperatures.tolist()
@@ -156,9 +153,21 @@ class VLLMEngine:
         device = next(self.model.parameters()).device
         seed = int(torch.randint(0, 2**62, (1,), generator=generator,
                                  device=generator.device if generator is not None else "cpu"))
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            outputs = self.llm.generate(requests, params, use_tqdm=False)
+        first = self.llm is None
+        try:
+            self.sync()
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(seed)
+                outputs = self.llm.generate(requests, params, use_tqdm=False)
+        except Exception as e:
+            if not first:
+                raise
+            # vLLM refuses models it has no kernels for (e.g. head size 16 on CPU), at start-up
+            # or at its first forward.
+            self.close()
+            reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            raise UserError(f"--rollout.engine vllm: vLLM cannot run this model ({reason[:300]}); "
+                            "use --rollout.engine transformers") from None
         prompt_rows, responses, logprobs, finished = [], [], [], []
         for request, out in zip(requests, outputs, strict=True):
             for completion in out.outputs:

@@ -8,7 +8,7 @@ for the log-prob gap and greedy agreement at 135M parameters.
 
 Tolerance of engine vs trainer log-probs: 1e-4 (fp32; both are log softmax(logits / τ) of the
 same weights, through vLLM's CPU kernels vs transformers' SDPA forward; measured ≤ 5e-7 on the
-tiny model and ≈ 4e-5 on SmolLM2-135M).
+tiny model, below 1e-4 on SmolLM2-135M).
 """
 
 from __future__ import annotations
@@ -49,12 +49,13 @@ def policy():
     return _tiny()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def engine(policy, tok):
+    # One engine per test and never two at once: vLLM's parallel state is global to the process,
+    # and closing one engine tears it down under any other.
     eng = build_engine("vllm", policy, tok, CFG)
     yield eng
     eng.close()
-    gc.collect()
 
 
 def _gap(policy, rollout) -> torch.Tensor:
@@ -84,9 +85,11 @@ def test_per_prompt_temperatures_reach_the_engine(engine, policy):
     swapped, _ = score(policy, r, taus.flip(0), 64)
     mask = r.response_mask.float()
     assert float(((swapped - r.logprobs).abs() * mask).sum() / mask.sum()) > 0.1
-    # cold rows draw likely tokens: their mean log-prob is far above the hot rows'
+    # Cold rows draw likely tokens: their mean log-prob is above the hot rows'. (A random tiny
+    # model is nearly uniform over its 96 tokens, log 96 = 4.56, so the margin is modest: measured
+    # -4.0 vs -4.55, while one τ for all rows would give equal means ± 0.05.)
     mean = (r.logprobs * mask).sum(-1) / mask.sum(-1)
-    assert float(mean[:8].mean()) > float(mean[8:].mean()) + 1.0
+    assert float(mean[:8].mean()) > float(mean[8:].mean()) + 0.2
     # vLLM refuses τ > 2: one line saying what to lower, before anything is sampled
     with pytest.raises(UserError, match="temperatures ≤ 2.*asked for 2.5"):
         engine.sample(rows, torch.full((16,), 2.5), CFG, torch.Generator().manual_seed(1))
@@ -110,6 +113,11 @@ def _engine_greedy(engine, prompts: list[str]) -> list[list[int]]:
 
 def test_weight_push_changes_generations_which_then_match_transformers_greedy(tok):
     policy = _tiny(seed=5)
+    # A random tiny model is nearly uniform, so its greedy path runs through near-ties that 1e-7
+    # of rounding flips. Scaling the (tied) output embedding by 30 makes the logits peaked; the
+    # input side is unchanged up to the first RMSNorm.
+    with torch.no_grad():
+        policy.get_output_embeddings().weight.mul_(30.0)
     engine = build_engine("vllm", policy, tok, CFG)
     try:
         before = _engine_greedy(engine, PROMPTS)
@@ -247,3 +255,50 @@ def test_eval_through_vllm_gives_passk_within_sampling_error_of_transformers(sev
     assert abs(hf["pass@1"] - vl["pass@1"]) < 4 * se_diff
     assert 0.02 < vl["pass@1"] < 0.5  # the comparison is not between two degenerate rates
     assert vl["pass@32"] > vl["pass@1"]
+
+
+# --- the real model ---------------------------------------------------------------------------
+
+
+def test_real_model_engine_logprobs_and_greedy_match_the_trainer():
+    # SmolLM2-135M-Instruct (the built-in real model, converted once into agpo's cache) on
+    # chat-template prompts: the engine's sampled-token log-probs equal the trainer's within TOL,
+    # and its greedy continuations are transformers' greedy ones up to near-ties (below).
+    from agpo.models import load
+    from agpo.tasks.templates import render_prompt
+    from agpo.types import TaskItem
+
+    model, tok = load("smollm2-135m-instruct")
+    model.eval()
+    questions = ["What is 12 + 30?", "Name a colour of the sky.", "Count from 1 to 5."]
+    prompts = [render_prompt(TaskItem(str(i), q, ""), "chat", tok) for i, q in enumerate(questions)]
+    cfg = SamplingConfig(max_new_tokens=24, engine="vllm", vllm_kv_cache_gb=1)
+    engine = build_engine("vllm", model, tok, cfg)
+    try:
+        rows = [p for p in prompts for _ in range(4)]
+        r = engine.sample(rows, torch.ones(len(rows)), cfg, torch.Generator().manual_seed(0))
+        gap = _gap(model, r)
+        assert gap < TOL, gap
+        greedy = engine.sample(prompts, torch.full((3,), 1e-6), cfg, torch.Generator().manual_seed(0))
+        for i, p in enumerate(prompts):
+            ids = tok(p, return_tensors="pt")["input_ids"]
+            ref = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                 max_new_tokens=24, pad_token_id=tok.pad_token_id)[0, ids.shape[1]:]
+            k = int(greedy.response_mask[i].sum())
+            ours, theirs = greedy.response_ids[i, :k].tolist(), ref[:k].tolist()
+            if ours == theirs:
+                continue
+            # A real model's greedy path can meet a near-tie that the kernels decide: the paths
+            # may part only after 8 shared tokens and where the trainer rates both tokens within
+            # 0.05 in log-prob. Measured: one of 3 prompts parts at token 22, where the trainer
+            # rates vLLM's token 0.012 below transformers' (more than the sampled-token log-prob
+            # gap suggests; the cause is not yet investigated).
+            j = next(t for t, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b)
+            assert j >= 8, (j, ours, theirs)
+            with torch.no_grad():
+                logits = model(torch.tensor([ids[0].tolist() + ours[:j]])).logits[0, -1]
+            logp = torch.log_softmax(logits.float(), -1)
+            assert abs(float(logp[ours[j]] - logp[theirs[j]])) < 0.05, (j, logp[ours[j]], logp[theirs[j]])
+    finally:
+        engine.close()
+        gc.collect()
