@@ -48,7 +48,8 @@ class EvalConfig:
     fields: str | None = None
     """Field mapping for a file in an unknown layout: prompt=FIELD,gold=FIELD[,id=FIELD]."""
     template: str = "plain"
-    """Prompt template: plain (the prompt verbatim), qwen_math_cot, deepseek_math, r1."""
+    """Prompt template: plain (the prompt verbatim), qwen_math_cot, deepseek_math, r1, chat (the
+    prompt as the user turn of the model's chat template)."""
     temperature: float = 0.6
     """Sampling temperature (0.6 with top-p 0.95 is the reasoning-boundary protocol)."""
     top_p: float = 0.95

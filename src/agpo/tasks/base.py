@@ -25,7 +25,7 @@ TASKS: Registry[TaskLoader] = Registry("task")
 
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 # Modules that register tasks when imported; looked up lazily so `agpo passk` stays light.
-_PROVIDERS = ("agpo.tasks.benchmarks", "agpo.testbed")
+_PROVIDERS = ("agpo.tasks.benchmarks", "agpo.tasks.arith", "agpo.testbed")
 
 
 def parse_fields(spec: str | Mapping[str, str] | None) -> dict[str, str] | None:

@@ -6,16 +6,20 @@
 | qwen_math_cot | system: reason step by step, final answer in \\boxed{}   |              |
 | deepseek_math | the same instruction appended to the question            |              |
 | r1            | DeepSeek-R1-Zero's: think inside <think> tags first      | ``<think>``  |
+| chat          | none: ``item.prompt`` as the user turn of the chat template |           |
 
 When the tokenizer has a chat template the messages go through it (with the generation prompt);
-otherwise the text format each template was published with is used (Qwen2.5-Math's evaluation
-prompt, DeepSeek-Math's ``User: ... Assistant:``, R1-Zero's conversation prompt).
+a chat template that refuses a system turn (Gemma's) gets the instruction at the top of the user
+turn instead. Without a chat template the text format each math template was published with is
+used (Qwen2.5-Math's evaluation prompt, DeepSeek-Math's ``User: ... Assistant:``, R1-Zero's
+conversation prompt); ``chat`` has no such format and needs the model's chat template.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from agpo.errors import UserError
 from agpo.types import TaskItem
 
 BOXED = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -25,7 +29,8 @@ R1_SYSTEM = (
     "provides the user with the answer. The reasoning process is enclosed within <think> "
     "</think> tags, and the final answer is put within \\boxed{}."
 )
-TEMPLATES = ("plain", "qwen_math_cot", "deepseek_math", "r1")
+TEMPLATES = ("plain", "qwen_math_cot", "deepseek_math", "r1", "chat")
+NEEDS_CHAT_TEMPLATE = ("chat",)
 
 
 def _messages(item: TaskItem, template: str) -> tuple[list[dict[str, str]], str]:
@@ -37,6 +42,8 @@ def _messages(item: TaskItem, template: str) -> tuple[list[dict[str, str]], str]
     if template == "r1":
         return [{"role": "system", "content": R1_SYSTEM},
                 {"role": "user", "content": item.prompt}], "<think>\n"
+    if template == "chat":
+        return [{"role": "user", "content": item.prompt}], ""
     raise ValueError(f"unknown prompt template {template!r}; valid: {', '.join(TEMPLATES)}")
 
 
@@ -55,6 +62,26 @@ def render_prompt(item: TaskItem, template: str, tokenizer: Any) -> str:
         return item.prompt
     messages, opener = _messages(item, template)
     if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return text + opener
+        return _apply_chat_template(tokenizer, messages) + opener
+    if template in NEEDS_CHAT_TEMPLATE:
+        raise UserError(
+            f"{getattr(tokenizer, 'name_or_path', '') or 'the model'}: the tokenizer has no chat "
+            f"template (no chat_template.jinja, no 'chat_template' in tokenizer_config.json); the "
+            f"template {template} (--task.template / agpo eval --template) needs one; plain, "
+            "qwen_math_cot, deepseek_math and r1 work without"
+        )
     return _text_format(item, template)
+
+
+def _apply_chat_template(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    from jinja2.exceptions import TemplateError
+
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except TemplateError:
+        if messages[0]["role"] != "system":
+            raise
+    # The template refuses a system turn: the instruction opens the user turn instead.
+    system, user = messages[0]["content"], messages[1]["content"]
+    merged = [{"role": "user", "content": f"{system}\n\n{user}"}]
+    return tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)

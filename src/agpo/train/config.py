@@ -74,7 +74,8 @@ class TaskConfig:
     split: str = "train"
     """Split used for training."""
     template: str = "plain"
-    """Prompt template: plain, qwen_math_cot, deepseek_math, r1 (chat templates via the tokenizer)."""
+    """Prompt template: plain, qwen_math_cot, deepseek_math, r1 (chat templates via the
+    tokenizer), chat (the prompt as the user turn; needs the model's chat template)."""
     fields: str = ""
     """For files of an unknown layout: 'prompt=question,gold=answer[,id=uid]'."""
     limit: int = 0
