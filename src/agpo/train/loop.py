@@ -149,7 +149,7 @@ def periodic_eval(run: Run) -> dict[str, float]:
         sampling = replace(cfg.rollout, temperature=cfg.eval.temperature, top_p=cfg.eval.top_p)
         result = evaluate_items(run.policy, run.tokenizer, run.eval_items, cfg.eval.n, sampling,
                                 run.reward, None, template=cfg.task.template, seed=cfg.train.seed,
-                                progress=False)
+                                progress=False, engine=run.sampler.engine)
         run.write_eval(result)
     run.barrier()
     return {f"eval/{k}": float(v) for k, v in result.items() if isinstance(v, int | float)}
