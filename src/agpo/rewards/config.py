@@ -38,6 +38,11 @@ class RewardConfig:
     max_answer_chars: int = 1000
     """Longest extracted answer handed to the math parser; longer scores 0 ('too_long')."""
 
+    max_response_chars: int = 20000
+    """`math` verifier: a response math-verify reads whole (no single box, no '####') is cut to
+    its last this many characters first; answers come at the end, and the cut bounds the work
+    of a pathological response."""
+
     exact_pattern: str = ""
     """`exact` verifier: a regex locating the answer in the completion; the last match's group 1
     (the whole match when it has no group), stripped, is compared with the stripped gold; no
@@ -75,6 +80,8 @@ class RewardConfig:
             raise ValueError(
                 f"--reward.extract-order {bad or '()'}: use a non-empty subset of {EXTRACTORS}"
             )
+        if self.max_response_chars < 1:
+            raise ValueError("--reward.max-response-chars must be ≥ 1")
         if self.workers < 0 or not 0 < self.timeout_s < float("inf") or self.cache_size < 0:
             raise ValueError(
                 "--reward.workers and --reward.cache-size must be >= 0 and "

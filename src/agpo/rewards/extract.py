@@ -20,6 +20,7 @@ _PLAIN_DECIMAL_RE = re.compile(r"-?\d+(?:\.(\d+))?")
 _CHOICE_RE = re.compile(r"^\(?([A-E])\)?$")
 _CHOICE_WRAPPERS = re.compile(r"\\text(?:bf)?\{([^{}]*)\}|\\textbf\{([^{}]*)\}")
 _SPACES = re.compile(r"\s+")
+_COMMA_SPACE = re.compile(r",\s+")
 _FRACTION_RE = re.compile(
     r"(-?)\\[dt]?frac\{(-?\d{1,18})\}\{(-?\d{1,18})\}"  # \frac{a}{b}, \dfrac, \tfrac
     r"|(-?\d{1,18})/(\d{1,18})"  # a/b
@@ -43,11 +44,25 @@ def extract_answer(
     >>> extract_answer("... #### 1,000")
     '1,000'
     """
+    located = locate_answer(text, order, max_chars)
+    return located[1] if located is not None else None
+
+
+def locate_answer(
+    text: str, order: Sequence[str] = EXTRACTORS, max_chars: int = 1000
+) -> tuple[str, str] | None:
+    """``(extractor, answer)`` of the first extractor in ``order`` that finds one, else None;
+    ``extract_answer`` without the extractor's name."""
     for name in order:
         found = _EXTRACT[name](text, max_chars)
         if found:
-            return found
+            return name, found
     return None
+
+
+def box_count(text: str) -> int:
+    """How many ``\\boxed``/``\\fbox`` a response holds (several boxes may form one answer)."""
+    return text.count("\\boxed") + text.count("\\fbox")
 
 
 def _boxed(text: str, max_chars: int) -> str | None:
@@ -128,9 +143,12 @@ def normalise(answer: str) -> str:
     Only transformations that cannot change the value: two answers with the same key get the
     same verdict from math-verify.
     """
-    s = strip_math(answer)
-    s = s.replace("\\!", "").replace("\\left", "").replace("\\right", "").replace("dfrac", "frac")
-    return _SPACES.sub("", s)
+    # A space right after a comma is kept (split on it first): math-verify reads "32,349" and
+    # "32,\\! 349" as one number but "32, 349" as two, so dropping it would let one verdict
+    # answer for the other through the cache.
+    parts = _COMMA_SPACE.split(strip_math(answer))
+    return ", ".join(_SPACES.sub("", p.replace("\\!", "").replace("\\left", "").replace(
+        "\\right", "").replace("dfrac", "frac")) for p in parts)
 
 
 def choice_letter(answer: str) -> str | None:

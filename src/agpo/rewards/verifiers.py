@@ -18,8 +18,9 @@ from agpo.errors import UserError
 from agpo.registry import Registry
 from agpo.rewards.config import RewardConfig
 from agpo.rewards.extract import (
+    box_count,
     choice_letter,
-    extract_answer,
+    locate_answer,
     normalise,
     plain_decimal,
     plain_rational,
@@ -63,10 +64,36 @@ def _verdict(correct: bool, parsed: str | None) -> RewardResult:
     return RewardResult(1.0 if correct else 0.0, parsed, None if correct else "wrong")
 
 
+_MATH_DELIMITER = re.compile(r"(?<!\\)\$|\\\(|\\\[")  # $, \( or \[ (an escaped \$ is money)
+
+
+def _alone(extractor: str, answer: str, completion: str) -> bool:
+    """Whether ``answer`` is all math-verify should read: after GSM8K's '####' (a pattern
+    math-verify does not know), in the only box, or an answer line / one-line response without
+    math delimiters left in it (a bare answer such as ``\\frac12``, which math-verify parses
+    only as a box's content). Then the exact fast paths apply and the cache key is the answer."""
+    if extractor == "hash":
+        return True
+    if extractor == "boxed":
+        return box_count(completion) == 1
+    return _MATH_DELIMITER.search(answer) is None
+
+
 @dataclass(frozen=True)
 class MathVerifier:
-    """Final answer vs gold through math-verify (gold first). Policies, chosen to follow
-    math-verify where it has one:
+    """Final answer vs gold through math-verify (gold first). Who extracts the answer:
+
+    - math-verify, from the response itself (its LaTeX and expression extraction with their
+      priorities), unless the answer stands alone: several boxes (read as one set), an answer
+      line or one-line response with inline math, display math without any stated answer.
+    - agpo, where it adds something: GSM8K's ``#### 42`` (a pattern math-verify does not
+      know); the only box, an answer line or a one-line response without math delimiters (a
+      bare answer such as ``\\frac12``), given to math-verify as a box's content, with exact
+      fast paths for plain numbers and a cache key on the answer; multiple-choice letters.
+    - none: prose without math and without a box, "Answer:" line or "####" is no answer
+      (``no_answer``): a reward needs a stated final answer.
+
+    Policies, chosen to follow math-verify where it has one:
 
     - gold: bare LaTeX, ``$`` optional; ``1,000`` / ``1{,}000`` is one thousand (a comma between
       groups of exactly three digits is a thousands separator, never a list); ``025`` is 25;
@@ -85,14 +112,23 @@ class MathVerifier:
         gold = strip_math(item.gold)
         if not gold:
             return RewardResult(0.0, None, BAD_GOLD)
-        answer = extract_answer(completion, self.cfg.extract_order, self.cfg.max_answer_chars)
-        if answer is None or len(answer) > self.cfg.max_answer_chars:
-            failure = "no_answer" if answer is None else "too_long"
-            parsed = None if answer is None else answer[: self.cfg.max_answer_chars]
-            return self._gold_only(gold, parsed, failure)
+        located = locate_answer(completion, self.cfg.extract_order, self.cfg.max_answer_chars)
+        if located is None:  # no box, no answer line, no '####', not one line
+            if _MATH_DELIMITER.search(completion):  # math-verify reads its LaTeX
+                text = completion[-self.cfg.max_response_chars :]
+                return Pending(("math_text", gold, text), "math_text", (gold, text), None)
+            return self._gold_only(gold, None, "no_answer")  # prose without math: none stated
+        extractor, answer = located
         letter = choice_letter(gold)
         if letter is not None:
-            return _verdict(choice_letter(answer) == letter, answer)
+            return _verdict(choice_letter(answer) == letter, answer[: self.cfg.max_answer_chars])
+        if not _alone(extractor, answer, completion):
+            # math-verify extracts from the response itself (several boxes form one set; a
+            # sentence with inline math is read for its expression or relation).
+            text = completion[-self.cfg.max_response_chars :]
+            return Pending(("math_text", gold, text), "math_text", (gold, text), answer)
+        if len(answer) > self.cfg.max_answer_chars:
+            return self._gold_only(gold, answer[: self.cfg.max_answer_chars], "too_long")
         for exact_value in (plain_decimal, plain_rational):
             gold_value, value = exact_value(gold), exact_value(answer)
             if gold_value is not None and value is not None:

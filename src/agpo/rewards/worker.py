@@ -69,6 +69,21 @@ def math_verdict(gold: str, answer: str) -> Verdict:
     return 0.0, "wrong"
 
 
+def math_text_verdict(gold: str, response: str) -> Verdict:
+    """``math_verdict`` with math-verify's own extraction over a whole response (its LaTeX and
+    expression configs and their priorities: boxed answers, several boxes as one set, "final
+    answer is", the last expression); (0, 'no_answer') when it finds none."""
+    gold_parsed = list(_parse_gold(gold))
+    if not gold_parsed:
+        return 0.0, "bad_gold"
+    pred_parsed = parse(response, _ANY, parsing_timeout=None)  # type: ignore[arg-type]
+    if not any(not isinstance(p, str) for p in pred_parsed):
+        return 0.0, "no_answer"
+    if verify(gold_parsed, pred_parsed, timeout_seconds=None):  # type: ignore[arg-type]
+        return 1.0, None
+    return 0.0, "wrong"
+
+
 def gold_check(gold: str) -> Verdict:
     """(1, None) when ``gold`` parses, (0, 'bad_gold') when it does not."""
     return (1.0, None) if _parse_gold(gold) else (0.0, "bad_gold")
@@ -88,6 +103,7 @@ def _exit(code: str) -> Verdict:
 
 TASKS: dict[str, Callable[..., Verdict]] = {
     "math": math_verdict,
+    "math_text": math_text_verdict,
     "gold": gold_check,
     "selftest_sleep": _sleep,
     "selftest_exit": _exit,
