@@ -18,12 +18,16 @@ def test_tiny_demo_through_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str
     out = tmp_path / "demo"
     assert agpo_main(["relevance", "demo", "--tiny", "--no-progress", "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert set(results["teachers"]) == {"warm start (no RL)", "grpo", "agpo_asym"}
-    assert "human train only" in results["students"]
+    assert set(results["teachers"]) == {"warm start (no RL)", "grpo", "agpo_asym", "asym_grpo"}
+    assert {"human train only", "+ pool, human rater labels",
+            "+ pool, noise-free labels (oracle)"} <= set(results["students"])
     for row in [*results["teachers"].values(), *results["students"].values()]:
         assert 0.0 <= row["human"]["macro_f1"] <= 1.0
+        assert {"truth", "rare_truth", "ci95", "seeds"} <= set(row)
+    assert set(results["preconditions"]) == {"oracle_gain", "teacher_knowledge", "rater_noise"}
     assert {"students.png", "teachers.png", "confusion.png"} <= {p.name for p in (out / "plots").iterdir()}
-    assert "| human train only |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| human train only |" in printed and "oracle_gain" in printed
     # a non-empty --out is refused with a clear line (exit 2), not overwritten
     assert agpo_main(["relevance", "demo", "--tiny", "--no-progress", "--out", str(out)]) == 2
 
@@ -50,3 +54,20 @@ def test_pipeline_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert report["n"] == 12 and len(report["confusion"]) == 4
     assert agpo_main(["relevance", "evaluate", "--data", pool, "--split", "", "--labels", str(ann)]) == 0
     assert "macro-F1" in capsys.readouterr().out
+
+
+def test_t_interval_and_seed_mean_by_hand() -> None:
+    from agpo.apps.relevance.demo import aggregate, mean_t_interval
+
+    # mean 0.6, sd 0.1, half-width t(0.975, 2) · sd / √3 = 4.303 · 0.0577 = 0.2484
+    m, lo, hi = mean_t_interval([0.5, 0.6, 0.7])
+    assert (round(m, 4), round(lo, 4), round(hi, 4)) == (0.6, 0.3516, 0.8484)
+    assert mean_t_interval([0.4]) == (0.4, 0.4, 0.4)
+    rep = lambda acc: {"accuracy": acc, "macro_f1": acc / 2, "micro_f1": acc,  # noqa: E731
+                       "per_class_f1": {"E": acc}, "confusion": [[1]], "labels": ["E"], "n": 4}
+    agg = aggregate([{"human": rep(0.5), "train_pairs": 10}, {"human": rep(0.7), "train_pairs": 10}])
+    assert agg["human"]["accuracy"] == 0.6 and agg["human"]["confusion"] == [[2]] and agg["human"]["n"] == 8
+    # two seeds: t(0.975, 1) 12.706 · sd 0.1414 / √2 = 1.2706 → [0.6 − 1.27, 0.6 + 1.27]
+    lo, hi = agg["ci95"]["human_accuracy"]
+    assert abs(lo - (0.6 - 1.2706)) < 1e-3 and abs(hi - (0.6 + 1.2706)) < 1e-3
+    assert agg["train_pairs"] == 10 and len(agg["seeds"]) == 2

@@ -64,9 +64,13 @@ class TrainArgs(DataArgs):
     out: Path = Path("runs/relevance_teacher")
     """Output folder (warm_start/ and the RL run directory rl/)."""
     base: str = "tiny"
-    """'tiny' (warm-start a tiny Llama on these pairs first) or a from_pretrained causal LM folder."""
+    """'tiny' (pretrain a tiny Llama on --corpus, then warm-start it on these pairs), a built-in
+    model (smollm2-135m-instruct) or a from_pretrained causal LM folder."""
     vocab_data: Path | None = None
     """tiny only: more text for the word vocabulary (the pool you will annotate)."""
+    corpus: Path | None = None
+    """tiny only: an unlabelled text corpus (one document per line) to pretrain on first, e.g.
+    the synthetic world's corpus.txt."""
     template: str = TEMPLATE
     """Prompt template over {query} {title} {description} {bullets} {brand} {color}."""
     warm: WarmStartConfig = field(default_factory=WarmStartConfig)
@@ -138,12 +142,15 @@ def _train(a: TrainArgs) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     if a.base == "tiny":
         extra = DataArgs(a.vocab_data, a.scheme).load(split="")[1] if a.vocab_data else []
+        if a.corpus is not None and not a.corpus.is_file():
+            raise UserError(f"--corpus {a.corpus}: no such file")
+        corpus = a.corpus.read_text(encoding="utf-8").splitlines() if a.corpus else []
         base = warm_start(pairs, ds.scheme, a.out / "warm_start", a.warm, a.template,
-                          vocab_pairs=list(pairs) + list(extra))
+                          vocab_pairs=list(pairs) + list(extra), corpus=corpus)
     else:
-        base = Path(a.base)
-        if not (base / "config.json").exists():
-            raise UserError(f"--base {base}: not a from_pretrained folder (no config.json)")
+        from agpo.models import resolve
+
+        base = resolve(a.base, flag="--base")
     final = train_teacher(base, to_tasks(pairs, ds.scheme, a.template), ds.scheme, a.out / "rl", a.rl)
     print(f"teacher: {final}")
     return 0

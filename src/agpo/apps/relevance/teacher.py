@@ -13,14 +13,11 @@ transformers causal LM folder as the base instead and skip the warm start.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-
-import torch
-import torch.nn.functional as F
 
 from agpo.apps.relevance.data import Pair
 from agpo.apps.relevance.labels import LabelScheme
@@ -55,14 +52,20 @@ def to_tasks(pairs: Sequence[Pair], scheme: LabelScheme, template: str = TEMPLAT
 
 @dataclass(frozen=True)
 class WarmStartConfig:
-    """Supervised warm start of the tiny teacher (the embedded default only)."""
+    """The tiny teacher of the embedded default: pretrained on the unlabelled catalogue corpus
+    (the stand-in for an LLM's web pretraining), then supervised on the labelled pairs."""
 
-    steps: int = 500
-    """Optimiser steps of next-token training on prompt + label."""
+    pretrain_steps: int = 1000
+    """Next-token steps on the corpus (0: no corpus pretraining, or no corpus given)."""
+    steps: int = 1500
+    """Supervised steps on prompt → label + EOS."""
+    corpus_share: float = 0.3
+    """Share of each supervised batch replayed from the corpus, so the supervised phase does
+    not overwrite what pretraining taught."""
     batch_size: int = 32
-    """Pairs per step."""
+    """Sequences per step."""
     lr: float = 3e-3
-    """AdamW peak learning rate (cosine decay to 0)."""
+    """AdamW peak learning rate of both phases (warm-up, cosine decay to 0)."""
     hidden: int = 64
     """Width of the tiny Llama."""
     layers: int = 2
@@ -70,45 +73,44 @@ class WarmStartConfig:
     seed: int = 0
     """Initialisation and batch-order seed."""
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.corpus_share < 1:
+            raise ValueError(f"--warm.corpus-share {self.corpus_share}: use a share in [0, 1)")
+
 
 def warm_start(
     pairs: Sequence[Pair], scheme: LabelScheme, out_dir: Path,
     cfg: WarmStartConfig = WarmStartConfig(), template: str = TEMPLATE, progress: bool = True,
-    vocab_pairs: Sequence[Pair] | None = None,
+    vocab_pairs: Sequence[Pair] | None = None, corpus: Sequence[str] = (),
 ) -> Path:
-    """Train a tiny word-level Llama to write ``label + EOS`` after the prompt; save a
-    ``from_pretrained`` folder (model + tokenizer) in ``out_dir`` and return it.
+    """Pretrain a tiny word-level Llama on ``corpus`` (one document per string), then train it
+    to write ``label + EOS`` after the prompt; save a ``from_pretrained`` folder (model +
+    tokenizer) in ``out_dir`` and return it.
 
-    ``vocab_pairs`` (default: ``pairs``) supply the vocabulary: pass the pool too, so the
-    teacher can read the items it will annotate. Loss: mean over prompt tokens plus mean over label tokens — the prompt term teaches the
-    world's text cheaply, and keeping it separate stops ~70 prompt characters from drowning
-    the one label token.
+    ``vocab_pairs`` (default: ``pairs``) and the corpus supply the vocabulary: pass the pool
+    too, so the teacher can read the items it will annotate. Without a corpus the supervised
+    phase also models the prompt text (``context_weight`` 1), the only text it has.
     """
     from agpo.testbed.tiny import tiny_llama
+    from agpo.train.sft import SFTConfig, sft
 
     labelled = [p for p in pairs if p.label is not None]
-    tok = word_tokenizer([render(p, template) for p in (vocab_pairs or pairs)], scheme)
-    prompts = [tok(render(p, template))["input_ids"] for p in labelled]
-    targets = [tok(p.label)["input_ids"] + [tok.eos_token_id] for p in labelled]
-    longest = max(len(a) + len(b) for a, b in zip(prompts, targets))
+    tok = word_tokenizer([*(render(p, template) for p in (vocab_pairs or pairs)), *corpus], scheme)
+    eos = [tok.eos_token_id]
+    docs = [([], tok(line)["input_ids"] + eos) for line in corpus if line.strip()]
+    examples = [(tok(render(p, template))["input_ids"], tok(p.label)["input_ids"] + eos) for p in labelled]
+    longest = max(len(a) + len(b) for a, b in [*examples, *docs])
     model = tiny_llama(len(tok), hidden=cfg.hidden, layers=cfg.layers,
                        max_positions=max(256, longest + 8), seed=cfg.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(_warmup_cosine, total=cfg.steps))
-    g = torch.Generator().manual_seed(cfg.seed)
-    model.train()
-    for step in _progress(range(cfg.steps), "warm start", progress):
-        idx = torch.randint(len(labelled), (cfg.batch_size,), generator=g).tolist()
-        ids, is_label, mask = _pack([prompts[i] for i in idx], [targets[i] for i in idx])
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]  # [b, L-1, V]
-        nll = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")  # [b, L-1]
-        lab, real = is_label[:, 1:], mask[:, 1:].bool()
-        loss = nll[real & ~lab].mean() + nll[lab].mean()
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
+    phase = partial(SFTConfig, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
+    share = cfg.corpus_share if docs else 0.0
+    with _bar("warm start", cfg.pretrain_steps * bool(docs) + cfg.steps, progress) as advance:
+        if docs:
+            sft(model, docs, phase(steps=cfg.pretrain_steps), pad_id=tok.pad_token_id,
+                progress=advance)
+        weights = [(1 - share) / len(examples)] * len(examples) + [share / max(1, len(docs))] * len(docs)
+        sft(model, [*examples, *docs], phase(steps=cfg.steps, context_weight=0.0 if docs else 1.0),
+            pad_id=tok.pad_token_id, weights=weights, progress=advance)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
@@ -139,35 +141,18 @@ def word_tokenizer(texts: Sequence[str], scheme: LabelScheme):
     return fast
 
 
-def _warmup_cosine(step: int, total: int) -> float:
-    """LR factor: linear warm-up over the first 10% of steps, cosine decay to 0 after."""
-    warm = max(1, total // 10)
-    if step < warm:
-        return (step + 1) / warm
-    return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
-
-
-def _pack(prompts: list[list[int]], targets: list[list[int]]):
-    """Right-padded prompt+target ids [b, L], a label-token flag [b, L] and attention mask
-    [b, L]. Right padding with default positions equals the sampler's left padding with
-    positions counted over real tokens, so the warm start sees what sampling will show."""
-    width = max(len(p) + len(t) for p, t in zip(prompts, targets))
-    ids = torch.zeros(len(prompts), width, dtype=torch.long)
-    is_label = torch.zeros(len(prompts), width, dtype=torch.bool)
-    mask = torch.zeros(len(prompts), width, dtype=torch.long)
-    for r, (p, t) in enumerate(zip(prompts, targets)):
-        ids[r, : len(p) + len(t)] = torch.tensor(p + t)
-        is_label[r, len(p): len(p) + len(t)] = True
-        mask[r, : len(p) + len(t)] = 1
-    return ids, is_label, mask
-
-
-def _progress(it, label: str, enabled: bool):
+@contextmanager
+def _bar(label: str, total: int, enabled: bool) -> Iterator[Callable[[int, float], None]]:
+    """A rich progress bar over ``total`` steps of consecutive phases; yields the per-step
+    callback of ``sft`` (which counts steps from 1 within each phase)."""
     if not enabled:
-        return it
-    from rich.progress import track
+        yield lambda step, loss: None
+        return
+    from rich.progress import Progress
 
-    return track(it, description=label, transient=True)
+    with Progress(transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda step, loss: bar.update(task, advance=1, description=f"{label} (loss {loss:.3f})")
 
 
 @dataclass(frozen=True)
