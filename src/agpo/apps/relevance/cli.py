@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import json
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -265,42 +264,20 @@ def _commands() -> dict[str, tuple[type, Any, str]]:
 
 
 def load_preset(cls: type, path: Path) -> Any:
-    """A ``cls`` instance from a YAML of overrides (nested sections as mappings)."""
+    """A ``cls`` instance from a YAML of overrides (nested sections as mappings), type-checked
+    by the run-config loader (``file:line: field`` on a bad value)."""
     import dataclasses
 
     import yaml
 
-    if not path.is_file():
-        raise UserError(f"--config {path}: no such file")
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML ({e})") from None
+    from agpo.train.config import from_yaml
 
-    def build(kind: type, node: Any, prefix: str) -> Any:
-        if not isinstance(node, dict):
-            raise UserError(f"{path}: {prefix or 'top level'}: expected a mapping")
-        fields = {f.name: f for f in dataclasses.fields(kind)}
-        hints = typing.get_type_hints(kind)
-        kwargs = {}
-        for key, value in node.items():
-            if key not in fields:
-                raise UserError(f"{path}: {prefix}{key}: unknown field; valid: {', '.join(sorted(fields))}")
-            sub = hints[key]
-            if dataclasses.is_dataclass(sub):
-                kwargs[key] = build(sub, value, f"{prefix}{key}.")
-            elif sub is Path or str(sub).startswith("pathlib"):
-                kwargs[key] = Path(value)
-            else:
-                kwargs[key] = tuple(value) if isinstance(value, list) else value
-        try:
-            return kind(**kwargs)
-        except (TypeError, ValueError) as e:
-            raise UserError(f"{path}: {prefix.rstrip('.') or 'config'}: {e}") from None
-
-    if "data" in {f.name for f in dataclasses.fields(cls)} and "data" not in tree:
-        raise UserError(f"{path}: data: required for this command")
-    return build(cls, tree, "")
+    cfg = from_yaml(path, cls)
+    if "data" in {f.name for f in dataclasses.fields(cls)}:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if "data" not in tree:
+            raise UserError(f"{path}: data: required for this command")
+    return cfg
 
 
 def main(argv: list[str]) -> int:

@@ -3,12 +3,14 @@ trained with agpo's RL trainer where the reward is agreement with the human labe
 ``label`` verifier: exact, or graded by ordinal distance).
 
 For the embedded default the teacher is a tiny Llama over a word-level tokenizer built from the
-world's text (``word_tokenizer``). Measured on the synthetic world: with agpo's character
-tokenizer a 150 s warm start reached 39% agreement with held-out human labels; word tokens
-(about 5× shorter prompts) reached 50% in 15 s. A random network cannot earn any reward, so it
-first gets a short supervised warm start on the labelled pairs (``warm_start``) — the stand-in for the pretrained
-LLM of the paper — and RL (``train_teacher``) starts from that checkpoint. Users pass any
-transformers causal LM folder as the base instead and skip the warm start.
+world's text (``word_tokenizer``; word tokens make prompts about 5× shorter than characters).
+``warm_start`` stands in for the pretrained LLM of the paper: next-token pretraining on the
+unlabelled catalogue corpus (what an LLM learns from the web), then supervised training on the
+labelled pairs with corpus replay (one loop: agpo.train.sft). Measured on the synthetic world
+(seed 0, greedy labels, before RL): with the corpus 0.830 agreement with the noise-free labels,
+without it 0.789. RL (``train_teacher``) starts from that checkpoint. Users pass a built-in
+model (``smollm2-135m-instruct``) or any transformers causal LM folder as the base instead and
+skip the warm start.
 """
 
 from __future__ import annotations
