@@ -293,13 +293,16 @@ def run_evidence(cfg: EvidenceConfig, console: Console | None = None) -> Path:
     console = console or Console()
     start = time.perf_counter()
     cfg.out.mkdir(parents=True, exist_ok=True)
-    jobs = [job for seed in range(cfg.seeds)
-            for job in seed_jobs(cfg.budget(seed), cfg.out / f"seed_{seed}", cfg.methods,
-                                 prefix=f"seed_{seed}/")]
+    per_seed = [seed_jobs(cfg.budget(seed), cfg.out / f"seed_{seed}", cfg.methods,
+                          prefix=f"seed_{seed}/") for seed in range(cfg.seeds)]
+    # Method-major order (the base models first, then each method in every seed, in --methods
+    # order): a run stopped part-way has every seed of the claims' methods.
+    jobs = [job for i in range(len(per_seed[0])) for seed_list in per_seed
+            for job in seed_list[i : i + 1]]
     results = _Results(cfg, start)
     workers = cfg.jobs or default_jobs()
     execute(jobs, workers, console=console, progress=cfg.progress, title="evidence",
-            on_done=results.done)
+            on_done=results.done, keep_order=True)
     seeds = results.seeds()
     wall = time.perf_counter() - start
     path = write_tables(cfg.out, seeds, wall)

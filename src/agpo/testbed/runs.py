@@ -311,16 +311,19 @@ def _last_tokens(path: Path) -> float:
 
 def execute(
     jobs: Sequence[Job], workers: int, *, console: Console | None = None, progress: bool = True,
-    title: str = "jobs", on_done: Callable[[Job], None] | None = None,
+    title: str = "jobs", on_done: Callable[[Job], None] | None = None, keep_order: bool = False,
 ) -> None:
     """Run ``jobs`` respecting ``after``, at most ``workers`` at a time (1: in this process).
 
-    ``on_done(job)`` runs here, in this process, after each job. A failing job stops the others
-    (their finished work stays on disk; a re-run continues) and its error is raised here.
+    The longest chain of work starts first (the shortest wall time); with ``keep_order`` the
+    jobs start in the order given instead, as soon as what they need is done (partial results
+    in a chosen order: the evidence run's claims before the other methods). ``on_done(job)``
+    runs here, in this process, after each job. A failing job stops the others (their finished
+    work stays on disk; a re-run continues) and its error is raised here.
     """
     console = console or Console()
     prio = _priorities(jobs)
-    pending = sorted(jobs, key=lambda j: -prio[j.key])
+    pending = list(jobs) if keep_order else sorted(jobs, key=lambda j: -prio[j.key])
     done: set[str] = set()
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn(
         "{task.percentage:>3.0f}%"), TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
