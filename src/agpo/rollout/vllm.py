@@ -62,7 +62,7 @@ class VLLMEngine:
         self.llm: Any = None
         self._dir: tempfile.TemporaryDirectory | None = None
         self._version: tuple[int, ...] | None = None
-        self.pushes = 0  # weight pushes so far (tests and perf metrics read it)
+        self.pushes = 0  # weight pushes so far (the tests read it)
 
     # --- weights ---------------------------------------------------------------------------
 
