@@ -72,3 +72,37 @@ def test_env_info_records_versions_and_the_device() -> None:
     assert env["git_sha"] is None or len(env["git_sha"]) == 40
     assert (env["git_dirty"] is None) == (env["git_sha"] is None)
     assert env["cpu"] is None or env["cpu"].strip()
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"a": ' + "[" * 10_000 + "]" * 10_000 + "}", "x.jsonl:1: not valid JSON (nested too deeply)"),
+    ('{"a": ' + "1" * 5000 + "}", "x.jsonl:1: not valid JSON (Exceeds the limit (4300 digits)"),
+])
+def test_hostile_json_is_a_located_error_not_a_crash(line: str, message: str) -> None:
+    with pytest.raises(UserError) as e:
+        list(iter_jsonl([line + "\n"], "x.jsonl"))
+    assert str(e.value).startswith(message)
+
+
+def test_metrics_rows_are_strict_json_and_checked(tmp_path: Path) -> None:
+    from agpo.io import dumps_finite, read_metrics
+
+    assert dumps_finite({"step": 1, "a": float("nan"), "b": float("inf"), "c": 0.5}) == \
+        '{"step": 1, "a": null, "b": null, "c": 0.5}'
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "a": null}\n{"step": 2, "a": 0.5}\n{"step": 3, "a')  # torn tail
+    assert read_metrics(path) == [{"step": 1, "a": None}, {"step": 2, "a": 0.5}]
+    path.write_text('{"step": 1, "a": "high"}\n')
+    with pytest.raises(UserError, match=r"metrics\.jsonl:1: field 'a': expected a number or null"):
+        read_metrics(path)
+
+
+def test_dir_lock_is_exclusive_and_dropped_on_release(tmp_path: Path) -> None:
+    from agpo.io import DirLock
+
+    first = DirLock(tmp_path, "--resume")
+    with pytest.raises(UserError, match="another agpo process is writing"):
+        DirLock(tmp_path, "--resume")
+    assert DirLock.empty(tmp_path)  # the lock file alone does not make a run directory
+    first.release()
+    DirLock(tmp_path, "--resume").release()

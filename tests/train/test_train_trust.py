@@ -164,9 +164,15 @@ def _two_step_run(base_flags, tmp_path) -> Path:
 def test_a_cut_or_empty_config_yaml_is_refused_not_replaced_by_defaults(base_flags, tmp_path):
     out = _two_step_run(base_flags, tmp_path)
     text = (out / "config.yaml").read_text()
-    for damaged in (text[: len(text) // 2], ""):
+    lines = text.splitlines(keepends=True)
+    cases = [
+        ("".join(lines[: len(lines) // 2]), r"config\.yaml:\d+: [\w.]+: incomplete"),  # cut at a line
+        (text[: len(text) // 2], r"config\.yaml:\d+: "),  # cut anywhere: the bad field is named
+        ("", r"config\.yaml: empty"),
+    ]
+    for damaged, msg in cases:
         (out / "config.yaml").write_text(damaged)
-        with pytest.raises(UserError, match=r"config\.yaml.*(incomplete|empty|not valid YAML)"):
+        with pytest.raises(UserError, match=msg):
             main(["--resume", str(out), "--train.steps", "3"])
         assert (out / "config.yaml").read_text() == damaged  # left as it was, not rewritten
 

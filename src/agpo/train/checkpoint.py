@@ -106,32 +106,23 @@ def commit_checkpoint(run_dir: Path, step: int) -> Path:
     return final
 
 
-def save_checkpoint(
-    run_dir: Path,
-    step: int,
-    model: torch.nn.Module,
-    tokenizer,  # noqa: ANN001 — any HF tokenizer
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-    state: dict[str, Any],
-    run_config: dict[str, Any] | None = None,
-) -> Path:
-    """A single process's checkpoint: ``begin_checkpoint`` then ``commit_checkpoint``."""
-    begin_checkpoint(run_dir, step, model, tokenizer, optimizer, generator, state, run_config or {})
-    return commit_checkpoint(run_dir, step)
-
-
 def damage(ckpt: Path) -> str | None:
     """Why checkpoint ``ckpt`` cannot be trusted (a sentence naming the file), or None.
 
-    Checks that every file listed in checksums.json is there with its SHA-256 and that the JSON
-    files parse. Costs one read of the checkpoint (≈ 1 s per GB).
+    Checks that every file listed in checksums.json is there with its SHA-256 (a checkpoint
+    without one, from an older agpo, only that its JSON parses). Costs one read of the
+    checkpoint (≈ 1 s per GB).
     """
     sums_path = ckpt / CHECKSUMS
     try:
         sums = json.loads(sums_path.read_text())
-    except FileNotFoundError:
-        return f"{sums_path}: missing (an incomplete or foreign checkpoint)"
+    except FileNotFoundError:  # written by an agpo before checksums: its JSON must still parse
+        for name in ("trainer_state.json", "optimizer.json"):
+            try:
+                json.loads((ckpt / name).read_text())
+            except (OSError, ValueError):
+                return f"{ckpt / name}: missing or damaged (and no {CHECKSUMS})"
+        return None
     except (OSError, ValueError) as e:
         return f"{sums_path}: unreadable ({e})"
     if not isinstance(sums, dict) or "trainer_state.json" not in sums:
