@@ -370,7 +370,9 @@ def render_table(results: dict[str, Any]) -> str:
     lines = [f"Seeds {', '.join(map(str, seeds))}" + (" (mean [95% t-interval over seeds])" if many else "")
              + f". Per seed: human train {d['train']} pairs, held-out test {d['test']} "
              f"(rare-type test pairs: {', '.join(map(str, d['rare_test']))}), pool {d['pool']}, "
-             f"corpus {d['corpus_lines']} lines.", "", "Preconditions of the claim:", ""]
+             f"corpus {d['corpus_lines']} lines.", "",
+             "Preconditions of the claim" + (" (--tiny: its numbers mean nothing)" if results["config"]["tiny"]
+                                             else "") + ":", ""]
     for key, p in results["preconditions"].items():
         vals = ", ".join(f"{v:+.3f}" if key != "rater_noise" else f"{v:.3f}" for v in p["per_seed"])
         lines.append(f"- {'✓' if p['holds'] else '✗'} {key}: {p['what']}: mean {p['mean']:+.3f} (seeds: {vals})")
