@@ -421,7 +421,7 @@ def plot(results: dict[str, Any], folder: Path) -> None:
         ax.set_yticks([y + 0.27 for y in ys], [_student_name(METHOD_NAMES.get(n, n)) for n in names])
         ax.set_xlim(0, 1)
         ax.invert_yaxis()
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3, fontsize=8)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2, fontsize=8)
         ax.set_title(f"{group} on the held-out test set (seeds {results['seeds']})")
         fig.tight_layout()
         fig.savefig(folder / f"{group}.png", dpi=100)
