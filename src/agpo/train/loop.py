@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -17,12 +16,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from agpo.algos.controllers import expand_groups, step_drift
 from agpo.algos.dapo import overlong_penalty
 from agpo.ops import masked_mean
-from agpo.train.config import RunConfig
 from agpo.rewards.api import is_skip
+from agpo.train.config import RunConfig
 from agpo.train.dist import all_reduce, all_reduce_sum
 from agpo.train.metrics import (
-    Timer, advantage_metrics, count_metrics, group_metrics, progress_text, reduce_pairs,
-    rollout_metrics, write_samples,
+    Timer, advantage_metrics, count_metrics, group_metrics, progress_text, reduce_maxima,
+    reduce_pairs, rollout_metrics, write_samples,
 )
 from agpo.train.state import Run
 from agpo.train.update import TrainBatch, group_advantages, update
@@ -111,28 +110,18 @@ def rl_step(run: Run) -> dict[str, float]:
     adv_pairs, adv_peaks = advantage_metrics(adv.stats, adv.keep[usable], world)
     pairs.update({**adv_pairs, **count_metrics(groups, clip_low, world), **groups.metrics})
     metrics = reduce_pairs(pairs, lambda x: all_reduce_sum(x, run.d))
-    peaks = all_reduce(torch.stack(list(adv_peaks.values())), dist.ReduceOp.MAX).tolist()
-    metrics.update({k: v for k, v in zip(adv_peaks, peaks, strict=True) if math.isfinite(v)})
+    metrics.update(reduce_maxima(adv_peaks, lambda x: all_reduce(x, dist.ReduceOp.MAX)))
     if "entropy" in loss:  # measured by the update's first forward instead of a scoring pass
         metrics["rollout/entropy"] = loss.pop("entropy")
     metrics.update({f"loss/{k}": v for k, v in loss.items()})
     tokens = int(all_reduce_sum(torch.tensor([float(groups.tokens)]), run.d).item())
     run.tokens_total += tokens
-    metrics.update(_controller_metrics(run))
+    metrics.update(run.controller_metrics())
     metrics.update({"perf/tokens_step": tokens, "perf/tokens_total": run.tokens_total, **timer.metrics()})
     if run.d.main and cfg.log.samples_per_step:
         write_samples(run.dir / "samples" / f"step_{run.step + 1}.jsonl", groups.items, rollout,
                       groups.results, advantages, cfg.log.samples_per_step)
     return metrics
-
-
-def _controller_metrics(run: Run) -> dict[str, float]:
-    out = {"ctrl/step_kl": run.step_kl.value}
-    if run.temperature.value is not None:
-        out["ctrl/u_baseline"] = run.temperature.value
-    if run.clip.value is not None:
-        out["ctrl/h_ref"] = run.clip.value
-    return out
 
 
 def periodic_eval(run: Run) -> dict[str, float]:

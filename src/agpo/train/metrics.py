@@ -206,6 +206,15 @@ def reduce_pairs(pairs: dict[str, torch.Tensor], all_reduce) -> dict[str, float]
     return {k: float(s / c) for k, (s, c) in zip(keys, sums.tolist(), strict=True) if c > 0}
 
 
+def reduce_maxima(peaks: dict[str, torch.Tensor], all_reduce_max) -> dict[str, float]:  # noqa: ANN001
+    """Scalar maxima over processes (one reduction); -inf (nothing measured anywhere) is left
+    out. ``all_reduce_max`` takes the element-wise maximum of a tensor across processes."""
+    if not peaks:
+        return {}
+    values = all_reduce_max(torch.stack([v.float().cpu() for v in peaks.values()])).tolist()
+    return {k: v for k, v in zip(peaks, values, strict=True) if math.isfinite(v)}
+
+
 def write_samples(
     path: Path,
     items: Sequence[TaskItem],

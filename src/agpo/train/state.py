@@ -197,6 +197,15 @@ class Run:
     def barrier(self) -> None:
         barrier(self.d)
 
+    def controller_metrics(self) -> dict[str, float]:
+        """ctrl/ values after this step's commit (the same on every process)."""
+        out = {"ctrl/step_kl": self.step_kl.value}
+        if self.temperature.value is not None:
+            out["ctrl/u_baseline"] = self.temperature.value
+        if self.clip.value is not None:
+            out["ctrl/h_ref"] = self.clip.value
+        return out
+
     def controllers(self) -> dict[str, Any]:
         return {"temperature": self.temperature, "clip": self.clip, "step_kl": self.step_kl}
 
