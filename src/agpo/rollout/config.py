@@ -44,7 +44,7 @@ class SamplingConfig:
             raise UserError("--rollout.max-new-tokens must be ≥ 1")
         if not 0.0 < self.top_p <= 1.0:
             raise UserError("--rollout.top-p must be in (0, 1]")
-        if self.temperature <= 0.0:
+        if not 0.0 < self.temperature < float("inf"):  # written so that NaN fails it too
             raise UserError("--rollout.temperature must be > 0 (use a small value for near-greedy)")
         if self.batch_size < 1:
             raise UserError("--rollout.batch-size must be ≥ 1")
