@@ -209,6 +209,8 @@ class DirLock:
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = -1
 
+    __del__ = release  # a lock nobody holds any more (an error unwound its owner) is dropped
+
 
 # ---------------------------------------------------------------------------------------------
 # run environment

@@ -98,3 +98,16 @@ def test_eval_out_that_is_not_an_eval_is_left_alone(tmp_path, kind):
         run(EvalConfig(model=str(tmp_path / "no-model"), task=str(task), out=out, n=1, progress=False))
     after = {p: p.read_bytes() for p in ([out] if kind == "file" else out.iterdir())}
     assert after == before
+
+
+def test_a_second_eval_into_the_same_out_is_refused(tmp_path):
+    from agpo.io import DirLock
+
+    task = _write(tmp_path / "task.jsonl", [{"id": "p", "prompt": "1+1=", "gold": "2"}])
+    out = tmp_path / "out"
+    held = DirLock(out, "--out")  # what a running `agpo eval --out out` holds
+    try:
+        with pytest.raises(UserError, match="another agpo process is writing"):
+            run(EvalConfig(model=str(tmp_path / "m"), task=str(task), out=out, n=1, progress=False))
+    finally:
+        held.release()

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from agpo.errors import UserError
 from agpo.eval.runner import Timing, evaluate_items, write_json
 from agpo.eval.samples import SAMPLES
-from agpo.io import env_info, resolve_device
+from agpo.io import DirLock, env_info, resolve_device
 from agpo.models import Dtype
 from agpo.models import load as load_model
 from agpo.tasks import TEMPLATES, load_task, write_items
@@ -105,7 +105,7 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     items = load_task(cfg.task, cfg.split, fields=cfg.fields, limit=cfg.limit)
     if not items:
         raise UserError(f"--task {cfg.task}: no problems")
-    _prepare_out(cfg)
+    lock = _prepare_out(cfg)  # held until this eval returns (dropped with it on an error)
     write_items(items, cfg.out / "problems.jsonl")
     device = resolve_device(cfg.device)
     model, tokenizer = load_model(cfg.model, device=device, dtype=cfg.dtype)
@@ -123,6 +123,7 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     result = {**metrics, "task": cfg.task, "model": cfg.model}
     write_json(cfg.out / "passk.json", result)
     write_json(cfg.out / "timing.json", dataclasses.asdict(timing))
+    lock.release()
     return result
 
 
@@ -136,10 +137,11 @@ def _verifier(cfg: EvalConfig, items: list[TaskItem]) -> str:
     return named.pop()
 
 
-def _prepare_out(cfg: EvalConfig) -> None:
-    """Write config.json, or check that OUT's existing samples came from the same settings."""
+def _prepare_out(cfg: EvalConfig) -> DirLock:
+    """Write config.json, or check that OUT's existing samples came from the same settings;
+    the returned lock keeps a second eval from appending to the same samples meanwhile."""
     _refuse_foreign(cfg.out)
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    lock = DirLock(cfg.out, "--out")
     mine = {k: v for k, v in _config_dict(cfg).items() if k not in _RESUME_FREE}
     cfg_path = cfg.out / "config.json"
     if (cfg.out / SAMPLES).exists() and cfg_path.exists():
@@ -151,6 +153,7 @@ def _prepare_out(cfg: EvalConfig) -> None:
             raise UserError(f"{cfg.out}: holds an eval with other settings ({changes}); "
                             "rerun with its settings to resume, or choose a new --out")
     write_json(cfg_path, _config_dict(cfg))
+    return lock
 
 
 def _refuse_foreign(out: Path) -> None:
@@ -158,7 +161,7 @@ def _refuse_foreign(out: Path) -> None:
     and n): never a file, a training run or a model folder, whose files an eval would replace."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: is a file; give a directory for the eval")
-    if not out.exists() or not any(out.iterdir()):
+    if DirLock.empty(out):
         return
     try:
         cfg = json.loads((out / "config.json").read_text(encoding="utf-8"))
