@@ -310,8 +310,8 @@ class RunConfig:
 def load_config(yaml_path: str | Path | None, argv: list[str], *, complete: bool = False) -> RunConfig:
     """Defaults, overridden by the YAML file (if any), overridden by ``--section.field`` flags.
 
-    ``complete``: the YAML must set every field (a run's own config.yaml on resume: a cut or
-    emptied file must not fall back to defaults).
+    ``complete``: the YAML must be whole, as ``save_yaml`` wrote it (a run's own config.yaml on
+    resume: a cut or emptied file must not fall back to defaults).
     """
     import tyro
 
@@ -362,7 +362,9 @@ def from_yaml(path: str | Path, cls: type = RunConfig, *, complete: bool = False
     Every value is checked against its field's type (int, float, bool, str, Path, Literal,
     tuples, optionals, nested dataclasses), naming ``file:line: section.field``. YAML 1.1 reads
     ``1e-3`` as a string; an unquoted number like that is accepted for a float field, a quoted
-    one is not. ``complete``: every field must be given.
+    one is not. ``complete``: the file must end with ``END_MARK``, the last line ``save_yaml``
+    writes, so a file cut anywhere is refused (fields missing from a whole file keep their
+    defaults: a run written before a field existed resumes with the behaviour it had).
     """
     path = Path(path)
     if not path.is_file():
@@ -375,14 +377,17 @@ def from_yaml(path: str | Path, cls: type = RunConfig, *, complete: bool = False
         raise UserError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text") from None
-    if data is None:
-        if complete:
-            raise UserError(f"{path}: empty (a run's config.yaml lists every field)")
-        data = {}
-    return _build(cls, data, path, node, "", complete)
+    if complete:
+        last = next((ln for ln in reversed(text.splitlines()) if ln.strip()), "")
+        if last.strip() != END_MARK:
+            raise UserError(
+                f"{path}: {'empty' if not text.strip() else 'cut'} (its last line is not "
+                f"{END_MARK!r}, which agpo writes at its end); restore it, e.g. from the newest "
+                f"checkpoint's run_config.json")
+    return _build(cls, data if data is not None else {}, path, node, "")
 
 
-def _build(cls: type, data: Any, path: Path, node: Any, prefix: str, complete: bool) -> Any:
+def _build(cls: type, data: Any, path: Path, node: Any, prefix: str) -> Any:
     """Instantiate dataclass ``cls`` from a YAML mapping, naming file:line of a bad key."""
     line = node.start_mark.line + 1 if node is not None else None
     if not isinstance(data, dict):
@@ -398,14 +403,9 @@ def _build(cls: type, data: Any, path: Path, node: Any, prefix: str, complete: b
             raise at(path, where, f"{flag}: unknown field; valid: {', '.join(sorted(names))}")
         kind = hints[key]
         if dataclasses.is_dataclass(kind):
-            kwargs[key] = _build(kind, value, path, child, f"{flag}.", complete)
+            kwargs[key] = _build(kind, value, path, child, f"{flag}.")
         else:
             kwargs[key] = _typed(kind, value, child, lambda msg, f=flag, w=where: at(path, w, f"{f}: {msg}"))
-    missing = [n for n in names if n not in kwargs]
-    if complete and missing:
-        raise at(path, line, f"{prefix.rstrip('.') or 'config'}: incomplete (no "
-                             f"{', '.join(prefix + m for m in missing[:4])}"
-                             f"{', ...' if len(missing) > 4 else ''}); the file was cut or edited")
     try:
         return cls(**kwargs)
     except (UserError, ValueError, TypeError) as e:
@@ -499,4 +499,8 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 def save_yaml(cfg: RunConfig, path: Path) -> None:
     """The resolved config as YAML, written atomically (a kill never leaves a cut file)."""
-    replace_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    replace_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False) + END_MARK + "\n")
+
+
+END_MARK = "# end of agpo run config"
+"""The last line of a config.yaml agpo wrote: a resume refuses a file without it (cut)."""
