@@ -288,14 +288,21 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 work = Path(tmp)
                 model_dir, task = build(work, max(b, 8) * args.steps, wl)
-                jobs = {"trl": lambda: run_trl(model_dir, task, b, args.steps, work / "trl", trl_settings, wl)}  # noqa: B023
+                jobs = {}
                 for e in args.engine:
                     jobs[f"agpo:{e}"] = lambda e=e: run_agpo(model_dir, task, b, args.steps, args.threads,  # noqa: B023
                                                              work / f"agpo-{e}", wl, e)
                     jobs[f"floor:{e}"] = lambda e=e: run_floor(model_dir, task, b, args.steps, wl, e)  # noqa: B023
+                jobs["trl"] = lambda: run_trl(model_dir, task, b, args.steps, work / "trl", trl_settings, wl)  # noqa: B023
                 # Rotating the order spreads the machine's slow phases over every measurement.
                 names = list(jobs)[rnd % len(jobs):] + list(jobs)[: rnd % len(jobs)]
-                got_rounds.append({name: jobs[name]() for name in names})
+                got: dict[str, Measured] = {}
+                for name in names:
+                    got[name] = jobs[name]()
+                    # each measurement as it lands: a long run stopped early still shows them
+                    print(f"# {b}×{G} round {rnd} {name}: s/step {[round(x, 2) for x in got[name].times]}, "
+                          f"tok/completion {got[name].tokens_per_completion:.1f}", flush=True)
+                got_rounds.append(got)
         med = lambda key: statistics.median(statistics.median(g[key].times) for g in got_rounds)  # noqa: E731
         t_trl = med("trl")
         per_engine = {}
