@@ -216,8 +216,11 @@ def train_teacher(
 
 
 def latest_checkpoint(run_dir: Path) -> Path:
-    """The newest ``checkpoints/step_N`` folder of a run directory."""
-    steps = sorted((run_dir / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
-    if not steps:
+    """The newest ``checkpoints/step_N`` folder of a run directory (agpo.train.checkpoint's
+    finder), or FileNotFoundError."""
+    from agpo.train.checkpoint import latest_checkpoint as newest
+
+    found = newest(run_dir)
+    if found is None:
         raise FileNotFoundError(f"{run_dir}: no checkpoints/step_N folder")
-    return steps[-1]
+    return found
