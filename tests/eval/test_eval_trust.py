@@ -111,3 +111,17 @@ def test_a_second_eval_into_the_same_out_is_refused(tmp_path):
             run(EvalConfig(model=str(tmp_path / "m"), task=str(task), out=out, n=1, progress=False))
     finally:
         held.release()
+
+
+@pytest.mark.parametrize("chars", [300, 2_000_000])
+def test_eval_refuses_a_prompt_longer_than_the_model(tiny_model_dir, tmp_path, chars):
+    # The tiny model has 256 positions (one character per token); 16 new tokens leave 240 for
+    # the prompt. 2 MB is refused before it is tokenized (over 64 characters per position).
+    task = tmp_path / "long.jsonl"
+    task.write_text(json.dumps({"id": "a", "prompt": "1+1=", "gold": "2"}) + "\n"
+                    + json.dumps({"id": "b", "prompt": "1" * chars, "gold": "2"}) + "\n")
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match=r"long\.jsonl:2: problem 'b'.*240"):
+        run(EvalConfig(model=str(tiny_model_dir), task=str(task), out=out, n=1,
+                       max_new_tokens=16, template="plain", progress=False))
+    assert not (out / "samples.jsonl").exists()

@@ -19,7 +19,7 @@ from agpo.eval.samples import SAMPLES
 from agpo.io import DirLock, env_info, resolve_device
 from agpo.models import Dtype
 from agpo.models import load as load_model
-from agpo.tasks import TEMPLATES, load_task, write_items
+from agpo.tasks import TEMPLATES, check_prompt_lengths, load_task, model_positions, write_items
 from agpo.types import TaskItem
 
 # Settings that may differ between an interrupted eval and its resumption: they change speed,
@@ -105,14 +105,16 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
     items = load_task(cfg.task, cfg.split, fields=cfg.fields, limit=cfg.limit)
     if not items:
         raise UserError(f"--task {cfg.task}: no problems")
+    sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, top_p=cfg.top_p,
+                              temperature=cfg.temperature, batch_size=cfg.batch_size)
     lock = _prepare_out(cfg)  # held until this eval returns (dropped with it on an error)
-    write_items(items, cfg.out / "problems.jsonl")
     device = resolve_device(cfg.device)
     model, tokenizer = load_model(cfg.model, device=device, dtype=cfg.dtype)
     model.eval()
+    check_prompt_lengths(items, cfg.template, cfg.task, tokenizer, model_positions(model),
+                         cfg.max_new_tokens)
+    write_items(items, cfg.out / "problems.jsonl")
     write_json(cfg.out / "env.json", env_info(device, seed=cfg.seed))
-    sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, top_p=cfg.top_p,
-                              temperature=cfg.temperature, batch_size=cfg.batch_size)
     timing = Timing()
     engine = build_engine(cfg.engine, model, tokenizer, sampling)
     with build_reward(RewardConfig(verifier=_verifier(cfg, items), workers=cfg.workers)) as rf:

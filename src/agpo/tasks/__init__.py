@@ -5,8 +5,8 @@ a file is detected from its fields (``agpo.tasks.layouts``); ``render_prompt`` a
 """
 
 from agpo.tasks.base import TASKS, load_file, load_task, parse_fields, write_items
-from agpo.tasks.templates import TEMPLATES, render_prompt
+from agpo.tasks.templates import TEMPLATES, check_prompt_lengths, model_positions, render_prompt
 
 __all__ = [
-    "TASKS", "TEMPLATES", "load_file", "load_task", "parse_fields", "render_prompt", "write_items",
+    "TASKS", "TEMPLATES", "check_prompt_lengths", "load_file", "model_positions", "load_task", "parse_fields", "render_prompt", "write_items",
 ]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agpo.errors import UserError
+from agpo.errors import UserError, at
 from agpo.types import TaskItem
 
 BOXED = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -85,3 +85,43 @@ def _apply_chat_template(tokenizer: Any, messages: list[dict[str, str]]) -> str:
     system, user = messages[0]["content"], messages[1]["content"]
     merged = [{"role": "user", "content": f"{system}\n\n{user}"}]
     return tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
+
+
+def model_positions(model: Any) -> int | None:
+    """How many positions the model attends over (None when its config does not say)."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+# A prompt longer than this many characters per model position is refused before it is
+# tokenized: tokenizing a 50 MB line takes minutes and gigabytes, and no tokenizer in use packs
+# 64 characters into one token on average.
+_CHARS_PER_POSITION = 64
+
+
+def check_prompt_lengths(
+    items: list[TaskItem], template: str, spec: str, tokenizer: Any, positions: int | None,
+    max_new_tokens: int,
+) -> None:
+    """UserError naming the task file and line of the first prompt that, rendered with the
+    template, leaves fewer than ``max_new_tokens`` of the model's ``positions``."""
+    if positions is None:
+        return
+    budget = positions - max_new_tokens
+    if budget < 1:
+        raise UserError(f"--rollout.max-new-tokens {max_new_tokens}: the model has only "
+                        f"{positions} positions; lower it")
+    for it in items:
+        text = render_prompt(it, template, tokenizer)
+        n = (len(tokenizer(text).input_ids) if len(text) <= _CHARS_PER_POSITION * positions
+             else None)
+        if n is None or n > budget:
+            size = f"{len(text):,} characters" if n is None else f"{n} tokens"
+            raise at(spec, it.meta.get("line"),
+                     f"problem {it.id!r}: the prompt is {size}, more than the {budget} the model's "
+                     f"{positions} positions leave after --rollout.max-new-tokens {max_new_tokens}; "
+                     "shorten or drop it, or lower --rollout.max-new-tokens")

@@ -14,12 +14,12 @@ import torch
 import torch.distributed as dist
 
 from agpo.algos.controllers import ClipController, StepKLTracker, TemperatureController
-from agpo.errors import UserError, at
+from agpo.errors import UserError
 from agpo.io import DirLock
 from agpo.rollout.engine import prepare_tokenizer, score
-from agpo.tasks import render_prompt
+from agpo.tasks import check_prompt_lengths, model_positions
 from agpo.train import checkpoint as ckpt
-from agpo.train.config import RunConfig, TaskConfig, from_yaml, save_yaml, to_dict
+from agpo.train.config import RunConfig, from_yaml, save_yaml, to_dict
 from agpo.train.dist import Dist, any_process, barrier, gather, init_distributed
 from agpo.train.metrics import MetricsLog
 from agpo.train.sampling import Sampler
@@ -98,10 +98,10 @@ class Run:
                       if cfg.eval.every else None)
         policy, tokenizer, ref = load_models(cfg.model, cfg.algo.uses_reference, cfg.train.seed, device)
         prepare_tokenizer(tokenizer)
-        positions = _positions(policy)
-        check_prompt_lengths(items, cfg.task, cfg.task.spec, tokenizer, positions, cfg.rollout.max_new_tokens)
+        positions = model_positions(policy)
+        check_prompt_lengths(items, cfg.task.template, cfg.task.spec, tokenizer, positions, cfg.rollout.max_new_tokens)
         if eval_items:
-            check_prompt_lengths(eval_items, cfg.task, cfg.task.eval_spec or cfg.task.spec, tokenizer,
+            check_prompt_lengths(eval_items, cfg.task.template, cfg.task.eval_spec or cfg.task.spec, tokenizer,
                                  positions, cfg.rollout.max_new_tokens)
         last = ckpt.newest_intact(out, _warner(d)) if resume else None
         if last is not None and file_cfg is not None:
@@ -328,43 +328,3 @@ def _check_against_checkpoint(path: Path, file_cfg: RunConfig, last: Path, flags
             f"{path}: differs from {last / ckpt.RUN_CONFIG}, the config of the checkpoint it "
             f"resumes, in {shown}; restore config.yaml, or give the change as a flag ({flags})"
         )
-
-
-def _positions(model: torch.nn.Module) -> int | None:
-    """How many positions the model attends over (None when its config does not say)."""
-    config = getattr(model, "config", None)
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
-# A prompt longer than this many characters per model position is refused before it is
-# tokenized: tokenizing a 50 MB line takes minutes and gigabytes, and no tokenizer in use packs
-# 64 characters into one token on average.
-_CHARS_PER_POSITION = 64
-
-
-def check_prompt_lengths(
-    items: list[TaskItem], task: TaskConfig, spec: str, tokenizer: Any, positions: int | None,
-    max_new_tokens: int,
-) -> None:
-    """UserError naming the task file and line of the first prompt that, rendered with the
-    template, leaves fewer than ``max_new_tokens`` of the model's ``positions``."""
-    if positions is None:
-        return
-    budget = positions - max_new_tokens
-    if budget < 1:
-        raise UserError(f"--rollout.max-new-tokens {max_new_tokens}: the model has only "
-                        f"{positions} positions; lower it")
-    for it in items:
-        text = render_prompt(it, task.template, tokenizer)
-        n = (len(tokenizer(text).input_ids) if len(text) <= _CHARS_PER_POSITION * positions
-             else None)
-        if n is None or n > budget:
-            size = f"{len(text):,} characters" if n is None else f"{n} tokens"
-            raise at(spec, it.meta.get("line"),
-                     f"problem {it.id!r}: the prompt is {size}, more than the {budget} the model's "
-                     f"{positions} positions leave after --rollout.max-new-tokens {max_new_tokens}; "
-                     "shorten or drop it, or lower --rollout.max-new-tokens")
