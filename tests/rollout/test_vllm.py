@@ -77,34 +77,6 @@ class OffByAQuarter:
         pass
 
 
-def test_an_inexact_engines_logprobs_are_replaced_by_the_trainers_and_the_gap_logged(
-    tiny_model, tiny_tokenizer,
-):
-    from agpo.algos.controllers import TemperatureController
-    from agpo.rewards import RewardConfig, build_reward
-    from agpo.train.config import RunConfig
-    from agpo.train.metrics import Timer
-    from agpo.train.sampling import Sampler
-    from agpo.types import TaskItem
-
-    cfg = RunConfig()
-    cfg = replace(cfg, rollout=replace(cfg.rollout, max_new_tokens=6),
-                  train=replace(cfg.train, group_size=4))
-    items = [TaskItem(f"p{i}", f"{i}+1=", "7") for i in range(2)]
-    engine = OffByAQuarter(tiny_model, tiny_tokenizer)
-    with build_reward(RewardConfig(verifier="exact", workers=0)) as reward:
-        sampler = Sampler(cfg, tiny_model, tiny_tokenizer, reward, torch.Generator().manual_seed(0),
-                          TemperatureController.from_config(cfg.algo.adaptive), lambda: items,
-                          lambda flag: flag, engine=engine)
-        groups = sampler.collect(Timer())
-    r = groups.rollout
-    trainer, _ = score(tiny_model, r, r.temperatures, 64)
-    assert torch.equal(r.logprobs, trainer)  # π_old is the trainer's, not the engine's
-    # every response token is off by exactly 0.25: gap = Σ|Δ| / tokens = 0.25
-    gap_sum, tokens = groups.metrics["rollout/engine_logprob_gap"].tolist()
-    assert tokens == r.response_mask.sum() and gap_sum / tokens == pytest.approx(0.25, abs=1e-5)
-
-
 def test_the_transformers_engine_needs_no_rescoring(tiny_model, tiny_tokenizer):
     engine = TransformersEngine(tiny_model, tiny_tokenizer)
     assert engine.exact_logprobs
@@ -114,9 +86,11 @@ def test_the_transformers_engine_needs_no_rescoring(tiny_model, tiny_tokenizer):
     assert torch.equal(a.response_ids, b.response_ids) and torch.equal(a.logprobs, b.logprobs)
 
 
-def test_training_logs_the_engine_gap(tmp_path, monkeypatch, tiny_model_dir):
-    # The loop takes the sampling phase's metrics as they are: a training run through the CLI
-    # with the off-by-a-quarter engine logs rollout/engine_logprob_gap = 0.25 at every step.
+@pytest.mark.parametrize("scoring_pass", [False, True])
+def test_training_logs_the_engine_gap(tmp_path, monkeypatch, tiny_model_dir, scoring_pass):
+    # π_old is the trainer's (the update's first forward on-policy, or a scoring pass), never
+    # the engine's: a training run through the CLI with the off-by-a-quarter engine logs
+    # rollout/engine_logprob_gap = 0.25 at every step either way.
     import agpo.train.sampling as sampling
     from agpo.train.cli import main
 
@@ -128,9 +102,13 @@ def test_training_logs_the_engine_gap(tmp_path, monkeypatch, tiny_model_dir):
     assert main(["--out", str(out), "--model.path", str(tiny_model_dir), "--task.spec", str(task),
                  "--reward.verifier", "exact", "--reward.workers", "0", "--rollout.max-new-tokens", "2",
                  "--train.prompts-per-step", "2", "--train.group-size", "4", "--train.steps", "2",
-                 "--train.threads", "1", "--log.no-progress"]) == 0
+                 "--train.threads", "1", "--log.no-progress",
+                 *(["--train.recompute-old-logprobs"] if scoring_pass else [])]) == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["rollout/engine_logprob_gap"] for r in rows] == pytest.approx([0.25, 0.25], abs=1e-5)
+    # the loss saw the trainer's π_old: every ratio is 1 (the engine's would give ρ = e^−0.25,
+    # approx_kl = e^−0.25 − 1 + 0.25 ≈ 0.029)
+    assert all(r["loss/approx_kl"] < 1e-6 for r in rows)
 
 
 def _build_vllm_env() -> None:

@@ -73,6 +73,22 @@ def test_token_capped_micro_batches_give_the_same_update(tiny_model, tiny_tokeni
     assert _close(whole, capped)
 
 
+def test_old_logprobs_from_the_first_forward_equal_a_scoring_pass(tiny_model, tiny_tokenizer):
+    # On-policy (one epoch, one mini-batch) π_old may come from the update's own first forward:
+    # the same update as with π_old scored beforehand, and the batch then holds those π_old.
+    from dataclasses import replace
+
+    batch = _batch(tiny_model, tiny_tokenizer)
+    spec = _spec(5, epochs=1)
+    scored = _run(tiny_model, batch, spec)
+    lazy = replace(batch, old_logprobs=None)
+    first = _run(tiny_model, lazy, spec)
+    assert _close(scored, first)
+    assert torch.allclose(lazy.old_logprobs, batch.old_logprobs, atol=1e-5)
+    with pytest.raises(ValueError, match="one optimizer step"):
+        _run(tiny_model, replace(batch, old_logprobs=None), _spec(5, epochs=2))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

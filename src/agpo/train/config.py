@@ -148,8 +148,8 @@ class TrainConfig:
     keep_checkpoints: int = 2
     """Most recent checkpoints kept on disk (0: all)."""
     recompute_old_logprobs: bool = False
-    """Re-score π_old with a forward pass even when the sampler's log-probs already are π_old
-    (one epoch, one mini-batch, fp32, scoring at the sampling temperature, no adaptive clip)."""
+    """Score π_old with a no-grad forward pass before the update even on-policy, where the
+    update's first forward already gives it (see RunConfig.old_logprobs_in_update)."""
     threads: int = 0
     """torch intra-op CPU threads (0: torch's default; 1 is fastest for tiny models on a busy
     machine)."""
@@ -256,16 +256,16 @@ class RunConfig:
     log: LogConfig = field(default_factory=LogConfig)
 
     @property
-    def reuse_sampling_logprobs(self) -> bool:
-        """π_old = the sampler's log-probs (exact up to float rounding), saving a forward pass.
+    def old_logprobs_in_update(self) -> bool:
+        """π_old = the update's first forward, detached: no scoring pass, and exact.
 
-        Only where they are the same quantity: one optimizer step per RL step, log-probs at the
-        sampling temperature, fp32 (in bf16 the cached and full forwards differ visibly), and
-        no adaptive clip (which needs π_old's entropy before the update).
+        On-policy the update makes one optimizer step, so before it π_θ is π_old: the first
+        (and only) forward of each micro-batch gives π_old's log-probs as well, and the ratio
+        is exactly 1 — whatever engine sampled the tokens (vLLM's kernels differ from the
+        trainer's) and in any dtype. Not with the adaptive clip, which needs π_old's entropy
+        before the update, nor with --train.recompute-old-logprobs.
         """
-        return (self.train.on_policy and not self.train.recompute_old_logprobs
-                and self.model.dtype == "fp32" and not self.algo.adaptive_clip
-                and self.algo.adaptive.logprob_temperature == "sampling")
+        return self.train.on_policy and not self.train.recompute_old_logprobs and not self.algo.adaptive_clip
 
     def __post_init__(self) -> None:
         if self.rollout.top_p < 1.0 and not self.rollout.allow_top_p_in_training:

@@ -68,11 +68,8 @@ def rl_step(run: Run) -> dict[str, float]:
     loss_mask = rollout.response_mask * keep.unsqueeze(-1).to(rollout.response_mask.dtype)  # [N, T]
     # 3. π_old and π_ref of the sampled tokens, on logits / τ (τ = each row's sampling temperature).
     temps = rollout.temperatures if cfg.algo.adaptive.logprob_temperature == "sampling" else torch.ones_like(rollout.temperatures)
-    with timer("score"):
-        if cfg.reuse_sampling_logprobs:  # on-policy: the sampler's log-probs are π_old
-            old_logprobs, entropy = rollout.logprobs, None
-        else:
-            old_logprobs, entropy = run.score(rollout, temps)
+    with timer("score"):  # on-policy the update's first forward gives π_old (None here)
+        old_logprobs, entropy = (None, None) if cfg.old_logprobs_in_update else run.score(rollout, temps)
         ref_logprobs = run.ref_logprobs(rollout, temps)
     # 4. Clip range: fixed ε_low / ε_high, or AGPO-adaptive's ε per group (state of step start).
     n = rollout.num_sequences
@@ -89,8 +86,10 @@ def rl_step(run: Run) -> dict[str, float]:
     with timer("update"):
         loss = update(run.policy, run.optimizer, batch, run.update_spec(), run.next_lr,
                       run.generator if run.generator.device.type == "cpu" else None, run.skips)
+    old_logprobs = batch.old_logprobs  # [N, T], filled by the update when it measured them
     # 6. After the update: policy drift (KL̄_step's input) and AsymGRPO's positive log-prob increment.
-    pairs = {**rollout_metrics(rollout, entropy), **group_metrics(scores, raw, usable, world)}
+    scored = None if entropy is None or run.sampler.engine.exact_logprobs else old_logprobs
+    pairs = {**rollout_metrics(rollout, entropy, scored), **group_metrics(scores, raw, usable, world)}
     if cfg.algo.adaptive_clip or cfg.log.post_update_stats:
         with timer("score"):
             new_logprobs, _ = run.score(rollout, temps)
@@ -108,11 +107,12 @@ def rl_step(run: Run) -> dict[str, float]:
         run.step_kl.update()
     # 8. Metrics (one reduction across processes, one for maxima), samples, token count.
     adv_pairs, adv_peaks = advantage_metrics(adv.stats, adv.keep[usable], world)
-    pairs.update({**adv_pairs, **count_metrics(groups, clip_low, world), **groups.metrics})
+    pairs.update({**adv_pairs, **count_metrics(groups, clip_low, world)})
     metrics = reduce_pairs(pairs, lambda x: all_reduce_sum(x, run.d))
     metrics.update(reduce_maxima(adv_peaks, lambda x: all_reduce(x, dist.ReduceOp.MAX)))
-    if "entropy" in loss:  # measured by the update's first forward instead of a scoring pass
-        metrics["rollout/entropy"] = loss.pop("entropy")
+    for key in ("entropy", "engine_logprob_gap"):  # measured by the update's first forward
+        if key in loss:
+            metrics[f"rollout/{key}"] = loss.pop(key)
     metrics.update({f"loss/{k}": v for k, v in loss.items()})
     tokens = int(all_reduce_sum(torch.tensor([float(groups.tokens)]), run.d).item())
     run.tokens_total += tokens

@@ -2,26 +2,24 @@
 controller's temperature, verification, and DAPO's dynamic sampling (over-generate until the
 batch holds B informative groups, at most --algo.max-sampling-rounds rounds).
 
-Samples come from the rollout engine (--rollout.engine). An engine whose log-probs are not the
-trainer's own computation (vLLM: other kernels) has its tokens re-scored here by the trainer,
-so π_old — and with it the loss — is what the transformers engine would give for the same
-tokens; the mean |engine − trainer| log-prob gap is logged as rollout/engine_logprob_gap
-(≈ 1e-5 in fp32 on CPU). The cost is one no-grad forward of the batch per sampling round.
-TRL instead keeps both and weights the loss by the truncated ratio π_trainer / π_engine; at a
-gap this small that weight is 1 to within 1e-4, so agpo does not carry it.
+Samples come from the rollout engine (--rollout.engine). Its log-probs are kept only to
+measure the engine/trainer gap: π_old is always the trainer's own computation (see
+RunConfig.old_logprobs_in_update), so the loss is what the transformers engine would give for the
+same tokens. TRL instead keeps both and weights the loss by the truncated ratio
+π_trainer / π_engine; at the gap measured here (rollout/engine_logprob_gap, ≈ 1e-5 in fp32 on
+CPU) that weight is 1 to within 1e-4, so agpo does not carry it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 
 from agpo.algos.controllers import ProbeStats, TemperatureController, expand_groups, probe_statistics
 from agpo.algos.dapo import informative_groups
-from agpo.ops import masked_sum
-from agpo.rollout import Engine, build_engine, concat, score, select
+from agpo.rollout import Engine, build_engine, concat, select
 from agpo.tasks import render_prompt
 from agpo.train.config import RunConfig
 from agpo.train.metrics import Timer
@@ -41,7 +39,6 @@ class Groups:
     probe_tokens: int
     rounds: int = 1
     discarded: int = 0  # groups sampled but dropped by dynamic sampling
-    metrics: dict[str, torch.Tensor] = field(default_factory=dict)  # [sum, count] pairs
 
     @property
     def size(self) -> int:
@@ -76,21 +73,19 @@ class Sampler:
         want = groups.size
         kept = self._informative(groups)
         rounds, tokens, probe_tokens = 1, groups.tokens, groups.probe_tokens
-        metrics = groups.metrics
         while self.any_process(kept.size < want) and rounds < self.cfg.algo.max_sampling_rounds:
             more = self.round(self.next_items(), timer)
             kept = _cat([kept, self._informative(more)], self.tokenizer.pad_token_id)
             rounds, tokens, probe_tokens = rounds + 1, tokens + more.tokens, probe_tokens + more.probe_tokens
-            metrics = {k: v + more.metrics[k] for k, v in metrics.items()}
         kept = _take(kept, min(kept.size, want))
         return replace(kept, tokens=tokens, probe_tokens=probe_tokens, rounds=rounds,
-                       discarded=rounds * want - kept.size, metrics=metrics)
+                       discarded=rounds * want - kept.size)
 
     def round(self, items: list[TaskItem], timer: Timer) -> Groups:
         """One sampling round: optional probe at τ_base, then G responses per prompt at τ."""
         cfg, g = self.cfg, self.cfg.train.group_size
         prompts = [render_prompt(it, cfg.task.template, self.tokenizer) for it in items]
-        probe, probe_tokens, metrics = None, 0, {}
+        probe, probe_tokens = None, 0
         if cfg.algo.uses_probe:
             gp = cfg.algo.adaptive.probe_group_size or g
             # The probe only feeds the controller's statistics: its engine log-probs are unused.
@@ -105,11 +100,8 @@ class Sampler:
         else:
             taus = torch.full((len(items),), cfg.rollout.temperature)
         rollout, results = self._sample_verify(items, prompts, g, taus, timer)
-        if not self.engine.exact_logprobs:
-            with timer("score"):
-                rollout, metrics = self._trainer_logprobs(rollout)
         return Groups(items, rollout, results, _scores(results, len(items), g), probe,
-                      rollout.num_generated_tokens + probe_tokens, probe_tokens, metrics=metrics)
+                      rollout.num_generated_tokens + probe_tokens, probe_tokens)
 
     def _sample_verify(
         self, items: list[TaskItem], prompts: list[str], g: int, taus: torch.Tensor, timer: Timer
@@ -121,17 +113,6 @@ class Sampler:
         with timer("verify"):
             results = self.reward.batch([it for it in items for _ in range(g)], rollout.texts)
         return rollout, results
-
-    def _trainer_logprobs(self, rollout: Rollout) -> tuple[Rollout, dict[str, torch.Tensor]]:
-        """The rollout with the trainer's log-probs [N, T] of its tokens in place of the
-        engine's (at the sampling temperatures), and the gap as a [sum |Δ|, tokens] pair."""
-        t = self.cfg.train
-        trainer, _ = score(self.policy, rollout, rollout.temperatures, t.micro_batch_size,
-                           t.micro_batch_tokens)
-        mask = rollout.response_mask.to(trainer.dtype)
-        gap = masked_sum((trainer - rollout.logprobs).abs(), mask).cpu()
-        return replace(rollout, logprobs=trainer), {
-            "rollout/engine_logprob_gap": torch.stack([gap, mask.sum().cpu()])}
 
     def _informative(self, groups: Groups) -> Groups:
         keep = informative_groups(groups.scores).nonzero().flatten().tolist()

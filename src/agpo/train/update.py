@@ -32,7 +32,8 @@ class TrainBatch:
 
     rollout           prompt/response ids and masks [N, P] / [N, T]
     temperatures      [N]     τ at which π_θ, π_old and π_ref are evaluated
-    old_logprobs      [N, T]  π_old of the sampled tokens
+    old_logprobs      [N, T]  π_old of the sampled tokens; None on-policy: the update fills it
+                              from its first forward (π_θ before its one optimizer step is π_old)
     ref_logprobs      [N, T]  π_ref (None without a KL term)
     advantages        [N]
     loss_mask         [N, T]  response_mask × keep (PSR/NSR drop rows from loss and denominator)
@@ -41,7 +42,7 @@ class TrainBatch:
 
     rollout: Rollout
     temperatures: torch.Tensor
-    old_logprobs: torch.Tensor
+    old_logprobs: torch.Tensor | None
     ref_logprobs: torch.Tensor | None
     advantages: torch.Tensor
     loss_mask: torch.Tensor
@@ -66,6 +67,9 @@ class UpdateSpec:
     grad_clip: float
     log_entropy: bool = False
     """Measure π_old's token entropy in the first forward (when no separate scoring pass did)."""
+    log_engine_gap: bool = False
+    """Measure mean |engine − trainer| log-prob of the sampled tokens in the first forward
+    (``engine_logprob_gap``): vLLM's kernels differ from the trainer's."""
     micro_batch_tokens: int = 0
     """With > 0, a micro-batch also holds at most this many padded tokens."""
 
@@ -138,6 +142,13 @@ def update(
     count is ``skipped_steps``); ``skips`` raises NonFiniteError after too many in a row.
     """
     skips = skips if skips is not None else SkipCounter(limit=1 << 62)
+    if batch.old_logprobs is None:
+        if spec.epochs != 1 or spec.mini_batches != 1:
+            raise ValueError("old_logprobs=None (π_old from the first forward) needs one optimizer step")
+        batch.old_logprobs = torch.zeros_like(batch.rollout.logprobs)  # [N, T], filled below
+        from_first_forward = True
+    else:
+        from_first_forward = False
     model.train()
     n_groups = batch.advantages.shape[0] // spec.group_size
     stats = _Stats()
@@ -146,7 +157,8 @@ def update(
                  else torch.arange(n_groups))
         for groups in order.tensor_split(spec.mini_batches):  # exactly this many, even if empty
             rows = (groups.unsqueeze(1) * spec.group_size + torch.arange(spec.group_size)).flatten()
-            _mini_batch_step(model, optimizer, batch, rows.sort().values, spec, lr_at(), stats, skips)
+            _mini_batch_step(model, optimizer, batch, rows.sort().values, spec, lr_at(), stats, skips,
+                             from_first_forward)
     return stats.reduce()
 
 
@@ -159,9 +171,11 @@ def _mini_batch_step(
     lr: float,
     stats: _Stats,
     skips: SkipCounter,
+    from_first_forward: bool = False,
 ) -> None:
     """One optimizer step over ``rows`` (indices into the batch), micro-batched; skipped when
-    the loss or gradient is not finite."""
+    the loss or gradient is not finite. ``from_first_forward``: π_old is each micro-batch's own
+    forward, written into ``batch.old_logprobs`` as it goes."""
     rows = rows.to(batch.loss_mask.device)
     norm = _global_norm(LossNorm.from_mask(batch.loss_mask[rows], spec.max_len))
     if float(norm.tokens) == 0:  # nothing kept anywhere (e.g. all dropped): no step, no Adam drift
@@ -175,7 +189,7 @@ def _mini_batch_step(
         rows = rows[torch.sort(lengths, stable=True).indices]
     loss = torch.zeros(())
     for mb in micro_batches(rows, batch.rollout, spec.micro_batch_size, spec.micro_batch_tokens):
-        mb_loss = _micro_batch_loss(model, batch, mb, spec, norm, stats)
+        mb_loss = _micro_batch_loss(model, batch, mb, spec, norm, stats, from_first_forward)
         mb_loss.backward()
         loss = loss + mb_loss.detach().cpu()
     all_reduce_grads(model)
@@ -206,6 +220,7 @@ def _micro_batch_loss(
     spec: UpdateSpec,
     norm: LossNorm,
     stats: _Stats,
+    from_first_forward: bool = False,
 ) -> torch.Tensor:
     """Loss of micro-batch rows ``mb``: its share of the mini-batch loss (shares add up)."""
     rows = trim_padding(select(batch.rollout, mb))  # [n, P'] / [n, T']: all-padding columns dropped
@@ -220,6 +235,11 @@ def _micro_batch_loss(
     if entropy is not None and stats.steps == 0:
         # Before the first optimizer step this is π_old's entropy (the rollout/entropy metric).
         stats.token_mean("entropy", masked_mean(entropy, rows.response_mask), rows.response_mask.sum())
+    if from_first_forward:
+        batch.old_logprobs[mb, :t] = logprobs.detach()
+    if spec.log_engine_gap and stats.steps == 0:
+        gap = (logprobs.detach() - rows.logprobs).abs()  # [n, T']
+        stats.token_mean("engine_logprob_gap", masked_mean(gap, rows.response_mask), rows.response_mask.sum())
     aggregate = AGGREGATIONS.get(spec.aggregation)
     per_token, obj_stats = OBJECTIVES.get(spec.objective)(
         logprobs, batch.old_logprobs[mb][:, :t], batch.advantages[mb], mask,
