@@ -79,7 +79,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if args.model is None:
-        from agpo.testbed.build import build_base_model
+        from agpo.models.testbed import build_base_model
 
         model_dir = build_base_model(0)
     else:

@@ -30,7 +30,7 @@ def measure(variant: str, mode: str, rows: int, tokens: int, chunk: int) -> dict
     import torch
 
     from agpo.rollout import engine
-    from agpo.testbed.tiny import tiny_llama
+    from agpo.models.tiny import tiny_llama
     from agpo.types import Rollout
 
     torch.manual_seed(0)

@@ -27,7 +27,7 @@ from transformers.cache_utils import DynamicLayer
 
 from agpo.rollout import SamplingConfig, sample
 from agpo.rollout.engine import prepare_tokenizer
-from agpo.testbed.tiny import char_tokenizer, tiny_llama
+from agpo.models.tiny import char_tokenizer, tiny_llama
 
 ROWS = 256
 PROMPTS = [f"{i * 37 % 1000}+{i * 11 % 100}=" for i in range(ROWS // 8) for _ in range(8)]

@@ -57,7 +57,7 @@ import torch  # noqa: E402
 
 from agpo.rollout import SamplingConfig, build_engine, select  # noqa: E402
 from agpo.rollout.engine import response_logprobs  # noqa: E402
-from agpo.testbed.tiny import char_tokenizer, tiny_llama  # noqa: E402
+from agpo.models.tiny import char_tokenizer, tiny_llama  # noqa: E402
 
 G = 8
 TINY = "tiny"
@@ -138,6 +138,7 @@ class Measured:
     tokens: int = 0  # generated tokens over all steps
     opt_steps: int = 0
     update_times: list[float] | None = None  # the floor: its forward/backward part
+    phases: dict[str, float] | None = None  # agpo: mean seconds per phase over the timed steps
 
 
 def run_agpo(model_dir: Path, task: Path, b: int, steps: int, threads: int, out: Path,
@@ -158,9 +159,12 @@ def run_agpo(model_dir: Path, task: Path, b: int, steps: int, threads: int, out:
     gc.collect()  # the run's vLLM engine and its KV cache go before the next measurement
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     state = json.loads(next((out / "checkpoints").glob("step_*/trainer_state.json")).read_text())
+    phases = {k.removeprefix("perf/time_"): statistics.mean(r.get(k, 0.0) for r in rows[1:])
+              for k in rows[-1] if k.startswith("perf/time_") and k != "perf/time_step"}
     return Measured([r["perf/time_step"] for r in rows[1:]],
                     statistics.mean(r["rollout/response_len"] for r in rows),
-                    int(sum(r["perf/tokens_step"] for r in rows)), int(state["opt_steps"]))
+                    int(sum(r["perf/tokens_step"] for r in rows)), int(state["opt_steps"]),
+                    phases=phases)
 
 
 def run_floor(model_dir: Path, task: Path, b: int, steps: int, wl: Workload, engine: str) -> Measured:
@@ -256,6 +260,10 @@ def run_trl(model_dir: Path, task: Path, b: int, steps: int, out: Path, settings
                     len(lengths) and sum(lengths), opt_steps)
 
 
+def _rounded(d: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 2) for k, v in d.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=TINY, choices=sorted(WORKLOADS))
@@ -301,7 +309,10 @@ def main() -> None:
                     got[name] = jobs[name]()
                     # each measurement as it lands: a long run stopped early still shows them
                     print(f"# {b}×{G} round {rnd} {name}: s/step {[round(x, 2) for x in got[name].times]}, "
-                          f"tok/completion {got[name].tokens_per_completion:.1f}", flush=True)
+                          f"tok/completion {got[name].tokens_per_completion:.1f}"
+                          + (f", phases {_rounded(got[name].phases)}" if got[name].phases else "")
+                          + (f", fwd/bwd {[round(x, 2) for x in got[name].update_times]}"
+                             if got[name].update_times else ""), flush=True)
                 got_rounds.append(got)
         med = lambda key: statistics.median(statistics.median(g[key].times) for g in got_rounds)  # noqa: E731
         t_trl = med("trl")
@@ -321,6 +332,7 @@ def main() -> None:
                 "ceiling": t_trl / t_floor, "tokens_per_completion": len_agpo,
                 "tokens_generated": [g[f"agpo:{e}"].tokens for g in got_rounds],
                 "optimizer_steps": [g[f"agpo:{e}"].opt_steps for g in got_rounds],
+                "agpo_phases_s": [g[f"agpo:{e}"].phases for g in got_rounds],
             }
         best = min(per_engine, key=lambda e: per_engine[e]["agpo_s_per_step"])
         results.append({

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agpo.testbed.tiny import char_tokenizer, tiny_llama
+from agpo.models.tiny import char_tokenizer, tiny_llama
 
 torch.set_num_threads(1)
 

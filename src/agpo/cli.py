@@ -19,8 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "passk": ("agpo.eval.passk_cli", "pass@k table from any samples.jsonl"),
     "verify": ("agpo.rewards.cli", "one verdict row per (gold, pred) row"),
     "report": ("agpo.eval.report_cli", "HTML report over run and/or eval directories"),
-    "demo": ("agpo.testbed.demo", "the embedded default: testbed, methods compared, report"),
-    "testbed": ("agpo.testbed.cli", "{build,evidence}: the built-in testbed"),
+    "demo": ("agpo.apps.testbed.demo", "the embedded default: testbed, methods compared, report"),
+    "testbed": ("agpo.apps.testbed.cli", "{build,evidence}: the built-in testbed"),
     "relevance": (
         "agpo.apps.relevance.cli",
         "{stats,train,annotate,distill,evaluate,demo}: search-ads relevance annotation",

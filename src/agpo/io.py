@@ -180,7 +180,9 @@ class DirLock:
     """An exclusive OS lock (``fcntl.flock``) on ``DIR/.agpo.lock`` while a run writes ``DIR``.
 
     The kernel drops the lock when the process ends, however it ends, so a crashed run never
-    leaves a stale lock behind. ``what`` names the flag in the refusal (``--resume``).
+    leaves a stale lock behind; within a process, ``with DirLock(...)`` (or ``release`` in a
+    ``finally``) frees it the moment its owner fails. ``what`` names the flag in the refusal
+    (``--resume``).
     """
 
     NAME = ".agpo.lock"
@@ -209,7 +211,15 @@ class DirLock:
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = -1
 
-    __del__ = release  # a lock nobody holds any more (an error unwound its owner) is dropped
+    def __enter__(self) -> DirLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    # A lock nobody holds any more is dropped; only a fallback: a caught exception's traceback
+    # keeps its owner's frames alive, so owners release in `with` or `finally`.
+    __del__ = release
 
 
 # ---------------------------------------------------------------------------------------------

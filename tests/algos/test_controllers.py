@@ -13,7 +13,12 @@ from agpo.algos.controllers import (
     ClipController,
     ProbeStats,
     StepKLTracker,
+    AdaptiveClip,
+    AdaptiveTemperature,
+    FixedClip,
+    FixedTemperature,
     TemperatureController,
+    group_token_mean,
     probe_statistics,
     skewness,
     step_drift,
@@ -33,7 +38,7 @@ def test_temperature_worked_numbers():
     # METHODS §2: U = 2, ū = 1, α = 0.25, λ_T = 0.2, τ_base = 1 → c = (2−1)/1 = 1,
     # τ = 1·(1 + 0.2) = 1.2,
     # ū' = 0.25·2 + 0.75·1 = 1.25
-    ctrl = TemperatureController(tau_base=1.0, lambda_t=0.2, alpha=0.25)
+    ctrl = TemperatureController(AdaptiveConfig(tau_base=1.0, lambda_t=0.2, alpha=0.25))
     ctrl.load_state_dict({"baseline": 1.0})
     u = torch.tensor([2.0])
     assert ctrl.centered(u).item() == pytest.approx(1.0)
@@ -43,7 +48,7 @@ def test_temperature_worked_numbers():
 
 
 def test_temperature_first_step_and_timing():
-    ctrl = TemperatureController(tau_base=1.0, lambda_t=0.2, alpha=0.25)
+    ctrl = TemperatureController(AdaptiveConfig(tau_base=1.0, lambda_t=0.2, alpha=0.25))
     u = torch.tensor([2.0, 3.0])
     # no baseline yet: c = 0 → τ = τ_base for every group of the first step
     assert ctrl.temperatures(u).tolist() == [1.0, 1.0]
@@ -56,7 +61,7 @@ def test_temperature_first_step_and_timing():
 
 
 def test_temperature_is_clipped():
-    ctrl = TemperatureController(tau_base=1.0, lambda_t=0.15, tau_min=0.5, tau_max=1.5)
+    ctrl = TemperatureController(AdaptiveConfig(tau_base=1.0, lambda_t=0.15, tau_min=0.5, tau_max=1.5))
     ctrl.load_state_dict({"baseline": 0.1})
     # c = (10 − 0.1)/0.1 = 99 → 1 + 14.85, clipped to 1.5; c = −1 → 0.85
     assert ctrl.temperatures(torch.tensor([10.0, 0.0])).tolist() == pytest.approx([1.5, 0.85])
@@ -77,7 +82,7 @@ def test_zero_baseline_counts_as_unset():
 def test_clip_worked_numbers():
     # METHODS §2: ε_base 0.2, H/H_ref = 1.5, E = 0.7, σ̂ = 0.4, KL̄ = 0.2, |κ| = 0.3, ζ = 0.2:
     # ε = 0.2·1.5·(1 + 0.1·0.7) / (1 + 1.0·0.4 + 0.5·0.2 + 0.2·0.3) = 0.2·1.5·1.07 / 1.56 = 0.20577
-    ctrl = ClipController(zeta=0.2)
+    ctrl = ClipController(AdaptiveConfig(zeta=0.2))
     ctrl.load_state_dict({"h_ref": 2.0})
     eps = ctrl.epsilons(torch.tensor([3.0]), stats(sigma=0.4, kappa=-0.3, entropy=0.7), 0.2)
     assert eps.item() == pytest.approx(0.2 * 1.5 * 1.07 / 1.56)
@@ -117,7 +122,7 @@ def test_step_drift_hand():
 
 
 def test_step_kl_tracker_commits_once_per_step():
-    kl = StepKLTracker(alpha=0.1)
+    kl = StepKLTracker(AdaptiveConfig(kl_alpha=0.1))
     kl.observe(torch.tensor(0.2))
     kl.observe(torch.tensor(0.4))
     assert kl.value == 0.0  # nothing committed mid-step
@@ -138,11 +143,57 @@ def test_state_dicts_are_json_and_round_trip():
         assert fresh.value == ctrl.value
 
 
-def test_from_config():
+def test_controllers_read_their_knobs_from_the_config():
     cfg = AdaptiveConfig(tau_base=0.9, eps_base=0.25, kl_alpha=0.5)
-    assert TemperatureController.from_config(cfg).tau_base == 0.9
-    assert ClipController.from_config(cfg).eps_base == 0.25
-    assert StepKLTracker.from_config(cfg).alpha == 0.5
+    # unset state: τ = τ_base, and with h = 1, no probe signal, KL̄ = 0: ε = ε_base
+    assert TemperatureController(cfg).temperatures(torch.tensor([1.0])).item() == pytest.approx(0.9)
+    assert ClipController(cfg).epsilons(torch.tensor([1.0]), stats(), 0.0).item() == pytest.approx(0.25)
+    assert StepKLTracker(cfg).alpha == 0.5
+
+
+# --- strategies (what the sampler and the loop ask) ---------------------------------------------
+
+
+def _gather(per_group: torch.Tensor) -> list[float]:
+    return per_group.flatten().tolist()  # one process: its own values, in prompt order
+
+
+def test_group_token_mean_runs_over_all_tokens_of_a_group():
+    # G = 2, T = 2: prompt 0 tokens 1, 2, 3 (4th masked) → 2; prompt 1 has no tokens → 0
+    x = torch.tensor([[1.0, 2.0], [3.0, 9.0], [5.0, 5.0], [5.0, 5.0]])
+    mask = torch.tensor([[1, 1], [1, 0], [0, 0], [0, 0]])
+    assert group_token_mean(x, mask, 2).tolist() == [2.0, 0.0]
+
+
+def test_fixed_strategies_ignore_the_probe_but_track_its_baseline():
+    ctrl = TemperatureController()
+    fixed = FixedTemperature(0.7, ctrl)
+    assert not fixed.needs_probe and fixed.temperatures(None, 3).tolist() == pytest.approx([0.7] * 3)
+    fixed.commit(None, _gather)  # no probe: nothing to fold
+    assert ctrl.value is None
+    probe = ProbeStats(*(torch.zeros(2),) * 3, torch.tensor([0.5, 0.7]))
+    fixed.commit(probe, _gather)  # a probe sampled for the adaptive clip still moves ū
+    assert ctrl.value == pytest.approx(0.1 * 0.7 + 0.9 * 0.5)
+    clip = FixedClip(0.2, 0.28)
+    low, high = clip.epsilons(None, torch.ones(4, 3), None)
+    assert low.tolist() == pytest.approx([0.2] * 4) and high.tolist() == pytest.approx([0.28] * 4)
+    assert not (clip.needs_probe or clip.needs_drift)
+
+
+def test_adaptive_strategies_read_the_state_of_the_step_start_and_commit_once():
+    cfg = AdaptiveConfig(lambda_t=0.2, alpha=0.25)
+    temperature = AdaptiveTemperature(TemperatureController(cfg))
+    temperature.controller.load_state_dict({"baseline": 1.0})
+    probe = ProbeStats(*(torch.zeros(1),) * 3, torch.tensor([2.0]))
+    assert temperature.temperatures(probe, 1).item() == pytest.approx(1.2)  # worked numbers above
+    temperature.commit(probe, _gather)
+    assert temperature.controller.value == pytest.approx(1.25)
+    # clip: G = 2, both groups' π_old entropy 1 (H_ref unset → h = 1): ε = ε_base on all 4 rows
+    clip = AdaptiveClip(ClipController(cfg), StepKLTracker(cfg), group_size=2)
+    low, high = clip.epsilons(torch.ones(4, 3), torch.ones(4, 3), stats(b=2))
+    assert low.tolist() == pytest.approx([0.2] * 4) and torch.equal(low, high)
+    clip.commit(torch.tensor([0.5]), _gather)  # H_ref ← 1; KL̄ ← 0.1·0.5
+    assert clip.controller.value == pytest.approx(1.0) and clip.step_kl.value == pytest.approx(0.05)
 
 
 # --- probe statistics ----------------------------------------------------------------------------

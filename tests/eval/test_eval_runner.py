@@ -120,6 +120,36 @@ def test_resume_refuses_other_settings(full_run, tiny_model_dir: Path, task_file
         evaluate(tiny_model_dir, str(task_file), N, out, **{**SETTINGS, "temperature": 0.5})
 
 
+def test_a_failed_eval_unlocks_its_out_at_once(
+    full_run, tiny_model_dir: Path, task_file: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The caught exception stays referenced: its traceback keeps the failed eval's frames (and
+    # whatever they hold) alive, so only the eval's own release frees --out, not the collector.
+    real_sample = engines.sample
+    calls = {"n": 0}
+
+    def fails_on_second_batch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("sampler crashed")
+        return real_sample(*args, **kwargs)
+
+    monkeypatch.setattr(engines, "sample", fails_on_second_batch)
+    with pytest.raises(RuntimeError, match="sampler crashed") as failed:
+        evaluate(tiny_model_dir, str(task_file), N, tmp_path, **SETTINGS)
+    monkeypatch.setattr(engines, "sample", real_sample)
+    # a refusal after the lock was taken (other settings) releases it too
+    with pytest.raises(UserError, match=r"--temperature 1.0 → 0.5") as refused:
+        evaluate(tiny_model_dir, str(task_file), N, tmp_path, **{**SETTINGS, "temperature": 0.5})
+
+    resumed = evaluate(tiny_model_dir, str(task_file), N, tmp_path, **SETTINGS)
+    assert failed.value.__traceback__ is not None and refused.value.__traceback__ is not None
+    full_out, full_result = full_run
+    assert _rows(tmp_path) == _rows(full_out)
+    assert resumed == full_result
+
+
 def test_in_memory_eval_equals_file_eval(full_run, tiny_model_dir: Path, task_file: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

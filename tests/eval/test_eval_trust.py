@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agpo.errors import UserError
-from agpo.eval.cli import EvalConfig, run
+from agpo.eval.cli import EvalArgs, run
 from agpo.eval.passk_cli import main as passk
 from agpo.eval.report import build_report
 from agpo.eval.summary import summarize_samples
@@ -95,7 +95,7 @@ def test_eval_out_that_is_not_an_eval_is_left_alone(tmp_path, kind):
         mine.write_text("model_type: llama\n" if kind == "training run" else '{"model_type": "llama"}')
     before = {p: p.read_bytes() for p in ([out] if kind == "file" else out.iterdir())}
     with pytest.raises(UserError, match="is a file|not an agpo eval"):
-        run(EvalConfig(model=str(tmp_path / "no-model"), task=str(task), out=out, n=1, progress=False))
+        run(EvalArgs(model=str(tmp_path / "no-model"), task=str(task), out=out, n=1, progress=False))
     after = {p: p.read_bytes() for p in ([out] if kind == "file" else out.iterdir())}
     assert after == before
 
@@ -108,7 +108,7 @@ def test_a_second_eval_into_the_same_out_is_refused(tmp_path):
     held = DirLock(out, "--out")  # what a running `agpo eval --out out` holds
     try:
         with pytest.raises(UserError, match="another agpo process is writing"):
-            run(EvalConfig(model=str(tmp_path / "m"), task=str(task), out=out, n=1, progress=False))
+            run(EvalArgs(model=str(tmp_path / "m"), task=str(task), out=out, n=1, progress=False))
     finally:
         held.release()
 
@@ -122,6 +122,6 @@ def test_eval_refuses_a_prompt_longer_than_the_model(tiny_model_dir, tmp_path, c
                     + json.dumps({"id": "b", "prompt": "1" * chars, "gold": "2"}) + "\n")
     out = tmp_path / "out"
     with pytest.raises(UserError, match=r"long\.jsonl:2: problem 'b'.*240"):
-        run(EvalConfig(model=str(tiny_model_dir), task=str(task), out=out, n=1,
-                       max_new_tokens=16, template="plain", progress=False))
+        run(EvalArgs(model=str(tiny_model_dir), task=str(task), out=out, n=1,
+                     max_new_tokens=16, template="plain", progress=False))
     assert not (out / "samples.jsonl").exists()

@@ -2,16 +2,12 @@
 
 verl pins transformers<5.11, so its checks (verl_env/verl_checks.py) run in .venv-verl, built by
 scripts/verl_env.sh (about 80 s on first use, then reused) and driven from here by subprocess
-so ``make test`` covers them. If the environment cannot be built (no package index), the verl
+(tests/separate_env.py) so ``make test`` covers them. If the environment cannot be built (no package index), the verl
 test is skipped with a loud warning that quotes the build log.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -24,9 +20,9 @@ from agpo.integrations.verl import (
     group_rows,
     outcome_advantages,
 )
+from tests.separate_env import run_in_separate_env
 
 ROOT = Path(__file__).resolve().parents[2]
-VENV = ROOT / ".venv-verl"
 
 
 def test_verl_names_keep_agpo_names_except_where_verl_owns_them():
@@ -74,45 +70,9 @@ def test_advantage_config_from_verl_section():
         advantage_config({"agpo": {"nope": 1}})
 
 
-def _build_verl_env() -> None:
-    # The same Python as agpo's main environment (the venv's base interpreter), not whatever
-    # python3 is first on PATH.
-    env = {**os.environ, "PYTHON": getattr(sys, "_base_executable", sys.executable)}
-    build = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "verl_env.sh"), str(VENV)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
-    )
-    if build.returncode != 0:
-        log = (build.stdout + build.stderr)[-3000:]
-        message = (
-            "VERL INTEGRATION NOT TESTED: scripts/verl_env.sh could not build .venv-verl "
-            f"(exit {build.returncode}). Last lines of its log:\n{log}"
-        )
-        warnings.warn(message, stacklevel=1)
-        print(message, file=sys.stderr)
-        pytest.skip(message)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_agpo_inside_verl_in_its_own_environment():
-    _build_verl_env()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    env.update(OMP_NUM_THREADS="1", RAY_DISABLE_IMPORT_WARNING="1")
-    run = subprocess.run(
-        [
-            str(VENV / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
-            "--noconftest", "-W", "ignore::UserWarning",
-            str(ROOT / "tests" / "integrations" / "verl_env" / "verl_checks.py"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
-    assert " passed" in run.stdout and "failed" not in run.stdout
+    run_in_separate_env("verl", ROOT / "tests" / "integrations" / "verl_env" / "verl_checks.py",
+                        untested="VERL INTEGRATION", build_timeout_s=900, run_timeout_s=600,
+                        OMP_NUM_THREADS="1", RAY_DISABLE_IMPORT_WARNING="1")

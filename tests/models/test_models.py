@@ -103,7 +103,7 @@ def test_unknown_name_lists_the_builtins(tmp_path: Path) -> None:
 
 
 def test_a_folder_without_tokenizer_names_the_missing_files(tmp_path: Path) -> None:
-    from agpo.testbed.tiny import tiny_llama
+    from agpo.models.tiny import tiny_llama
 
     tiny_llama(16, hidden=16, layers=1, heads=2, kv_heads=1).save_pretrained(tmp_path)
     with pytest.raises(UserError, match=r"no tokenizer \(none of tokenizer.json, tokenizer_config.json"):

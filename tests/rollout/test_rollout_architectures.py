@@ -16,7 +16,7 @@ from transformers import (
     Qwen2Config,
 )
 
-from agpo.rollout import SamplingConfig, sample, score
+from agpo.rollout import SamplingConfig, sample, token_logprobs
 
 PROMPTS = ["12+34=", "7=", "abc+defgh=", "0", "(1+2)*3="]
 
@@ -56,5 +56,5 @@ def test_sampling_logprobs_equal_rescoring_on_other_families(family, attention, 
                torch.Generator().manual_seed(1))
     lengths = r.response_mask.sum(-1)
     assert lengths.min() < lengths.max() and selections  # rows did leave the decode batch
-    logprobs, _ = score(model, r, r.temperatures, micro_batch=7)
+    logprobs, _ = token_logprobs(model, r, r.temperatures, micro_batch=7)
     assert torch.allclose(logprobs, r.logprobs, atol=1e-5), family

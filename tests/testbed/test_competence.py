@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from agpo.testbed import tasks
+from agpo.tasks import testbed as tasks
 from agpo.eval.passk import pass_at_k
-from agpo.testbed.check import quick_eval
+from agpo.apps.testbed.check import quick_eval
 
 
 def test_pass_at_k_hand_worked() -> None:

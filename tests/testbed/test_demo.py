@@ -12,8 +12,8 @@ import pytest
 
 from agpo.cli import main as agpo
 from agpo.errors import UserError
-from agpo.testbed.demo import DemoConfig, run_demo
-from agpo.testbed.evidence import EvidenceConfig
+from agpo.apps.testbed.demo import DemoConfig, run_demo
+from agpo.apps.testbed.evidence import EvidenceConfig
 
 TINY = dict(methods=("grpo", "agpo_adaptive"), steps=3, n=8, limit=20, progress=False)
 
@@ -104,7 +104,7 @@ def _train_until(monkeypatch: pytest.MonkeyPatch, cfg: DemoConfig, run: Path,
                  stop_at: int) -> None:
     """Train GRPO into ``run`` and stop it right after its step-``stop_at`` checkpoint, as a
     kill would (the checkpoint is complete on disk; nothing after it is)."""
-    from agpo.testbed.runs import train_method
+    from agpo.apps.testbed.runs import train_method
     from agpo.train.state import Run
 
     save = Run.save
@@ -144,7 +144,7 @@ def test_evidence_checks_methods_as_demo_does() -> None:
 
 def test_tiny_evidence_tables_and_page(testbed_cache: Path, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from agpo.testbed.evidence import CLAIMS, run_evidence
+    from agpo.apps.testbed.evidence import CLAIMS, run_evidence
 
     monkeypatch.setenv("AGPO_CACHE", str(testbed_cache))
     # Two seeds of a 20-step base model (a recipe of its own: built here in seconds).

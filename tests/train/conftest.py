@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agpo.testbed.tiny import char_tokenizer, tiny_llama
+from agpo.models.tiny import char_tokenizer, tiny_llama
 
 # Flags shared by the training tests: tiny model, one-token answers, exact match, 1 thread.
 FAST = [

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from agpo.testbed.tiny import tiny_llama
+from agpo.models.tiny import tiny_llama
 from agpo.train.sft import SFTConfig, pack, sequence_nll, sft
 
 

@@ -4,8 +4,8 @@ with one line naming the file or flag, and nothing the user had is changed."""
 from __future__ import annotations
 
 import copy
-import json
 import math
+import json
 import shutil
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from agpo.io import DirLock
 from agpo.train.checkpoint import checkpoint_dirs
 from agpo.train.cli import main
 from agpo.train.config import RunConfig, from_yaml, load_config
-from agpo.train.metrics import advantage_metrics, reduce_pairs
+from agpo.train.metrics import MetricSums, advantage_metrics
 from agpo.train.update import SkipCounter, TrainBatch, UpdateSpec, group_advantages, update
 from agpo.algos.advantages import ADVANTAGES, AdvantageConfig
 
@@ -86,13 +86,34 @@ def test_advantage_metrics_of_two_halves_equal_the_whole():
     whole = ADVANTAGES.get("grpo")(scores, cfg)
     halves = [ADVANTAGES.get("grpo")(scores[i : i + 1], cfg) for i in range(2)]
     parts = [advantage_metrics(h.stats, h.keep, world=2) for h in halves]
-    summed = {k: parts[0][0][k] + parts[1][0][k] for k in parts[0][0]}  # what all_reduce does
-    got = reduce_pairs(summed, lambda x: x)
-    one, _ = advantage_metrics(whole.stats, whole.keep, world=1)
-    want = reduce_pairs(one, lambda x: x)
+    summed = MetricSums()
+    for pairs, _ in parts:
+        summed.add_pairs(pairs)  # what all_reduce does
+    got = summed.reduce(lambda x: x)
+    one = MetricSums()
+    one.add_pairs(advantage_metrics(whole.stats, whole.keep, world=1)[0])
+    want = one.reduce(lambda x: x)
     assert got == pytest.approx(want)
     assert got["adv/pos_sum"] == pytest.approx(1.0, rel=1e-5)  # rank 0 alone and the sum agree here …
     assert got["adv/frac_all_equal"] == pytest.approx(0.5)  # … but rank 0 alone would say 0
+
+
+def test_metric_sums_count_a_shared_value_once_and_leave_out_empty_means():
+    # Two processes, summed as all_reduce does: a per-process mean pools both; a value every
+    # process holds (an optimizer step's LR) counts once; a mean over nothing and a -inf maximum
+    # (nothing measured) are left out rather than logged as 0.
+    ranks = [MetricSums(main=True), MetricSums(main=False)]
+    for m, (total, count) in zip(ranks, [(3.0, 1.0), (5.0, 3.0)], strict=True):
+        m.add("reward/mean", total, count)
+        m.once("loss/lr", torch.tensor(0.1))
+        m.add("rollout/entropy", 0.0, 0.0)
+        m.peak("adv/abs_max", torch.tensor(-math.inf))
+    summed = MetricSums()
+    for m in ranks:
+        summed.add_pairs(m.pairs)
+        summed.add_peaks(m.peaks)
+    got = summed.reduce(lambda x: x, lambda x: x)
+    assert got == {"reward/mean": 2.0, "loss/lr": pytest.approx(0.1)}  # (3 + 5) / (1 + 3)
 
 
 # --- 5. non-finite loss or gradient: skipped, counted, stopped ---------------------------------
@@ -115,12 +136,12 @@ def test_a_non_finite_step_leaves_weights_and_optimizer_untouched(tiny_model, ti
                       entropy_coef=0.0, max_len=3, epochs=2, mini_batches=1, micro_batch_size=4,
                       group_size=4, grad_clip=1.0)
     skips = SkipCounter(limit=3)
-    stats = update(model, opt, _tiny_batch(model, tiny_tokenizer), spec, lambda: 0.1, skips=skips)
-    assert stats["skipped_steps"] == 2 and skips.run == 2  # both epochs' steps skipped
+    stats = update(model, opt, _tiny_batch(model, tiny_tokenizer), spec, skips=skips).reduce()
+    assert stats["loss/skipped_steps"] == 2 and skips.run == 2  # both epochs' steps skipped
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert opt.state_dict()["state"] == {}  # Adam never stepped: no moments
     with pytest.raises(UserError, match="NaN/inf in 3 optimizer steps in a row"):
-        update(model, opt, _tiny_batch(model, tiny_tokenizer), spec, lambda: 0.1, skips=skips)
+        update(model, opt, _tiny_batch(model, tiny_tokenizer), spec, skips=skips)
 
 
 def test_a_diverging_run_stops_with_finite_checkpoints_and_strict_json(base_flags, tmp_path):
@@ -244,6 +265,24 @@ def test_a_run_directory_in_use_is_refused(base_flags, tmp_path):
         lock.release()
     assert main(["--resume", str(out), "--train.steps", "3"]) == 0  # the lock is gone with it
     assert len(checkpoint_dirs(out)) == 3
+
+
+def test_a_run_that_fails_to_start_unlocks_its_directory_at_once(base_flags, tmp_path, monkeypatch):
+    # The fresh run's --out lock is taken before the reward is built; a start failing there
+    # releases it at once, even while the caught exception (whose traceback holds the frames)
+    # is still referenced.
+    import agpo.rewards
+
+    def broken(cfg):  # noqa: ANN001, ANN202
+        raise RuntimeError("reward crashed")
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(agpo.rewards, "build_reward", broken)
+    with pytest.raises(RuntimeError, match="reward crashed") as failed:
+        main(["--out", str(out), *base_flags, "--train.steps", "1"])
+    assert (out / "config.yaml").exists()  # it failed after taking the lock
+    DirLock(out, "test").release()  # free now: this would raise "another agpo process is writing"
+    assert failed.value.__traceback__ is not None
 
 
 # --- 10. --out that is a file -------------------------------------------------------------------

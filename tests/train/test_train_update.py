@@ -12,10 +12,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from agpo.rollout import SamplingConfig, sample, score, select
+from agpo.rollout import SamplingConfig, sample, token_logprobs, select
 from agpo.rollout.engine import micro_batches
 from agpo.train.config import OptimConfig
-from agpo.train.update import TrainBatch, UpdateSpec, lr_factor, update
+from agpo.train.update import TrainBatch, UpdateSpec, lr_scheduler, update
 
 B, G = 4, 4
 
@@ -25,7 +25,7 @@ def _batch(model, tokenizer, seed: int = 0) -> TrainBatch:
     g = torch.Generator().manual_seed(seed)
     prompts = [p for p in ["1+2=", "33+4=", "5=", "777+1="] for _ in range(G)]
     r = sample(model, tokenizer, prompts, torch.full((B * G,), 1.3), SamplingConfig(max_new_tokens=6), g)
-    old, _ = score(model, r, r.temperatures, micro_batch=16)
+    old, _ = token_logprobs(model, r, r.temperatures, micro_batch=16)
     ref = old + 0.05 * torch.randn(old.shape, generator=g)
     keep = torch.ones(B * G)
     keep[3] = 0  # a PSR/NSR-style dropped response leaves loss and denominator
@@ -46,7 +46,7 @@ def _run(model, batch, spec) -> dict[str, torch.Tensor]:
     model = copy.deepcopy(model)
     # SGD compares gradients directly; Adam's g/|g| would amplify float noise in tiny entries.
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    update(model, opt, batch, spec, lambda: 0.5)
+    update(model, opt, batch, spec)  # no scheduler: the LR stays 0.5
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
@@ -122,12 +122,33 @@ def test_two_processes_equal_one(tiny_model, tiny_tokenizer, tmp_path):
     assert _close(single, torch.load(path + ".out"))
 
 
+def _lrs(cfg: OptimConfig, total: int, at: list[int], done: int = 0) -> list[float]:
+    """The LR at optimizer steps ``at`` (0-based) of a schedule over ``total`` steps."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=123.0)  # --optim.lr wins
+    sched = lr_scheduler(opt, cfg, total, done=done)
+    out = []
+    for k in range(done, max(at) + 1):
+        if k in at:
+            out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
 def test_lr_schedule_warmup_then_decay():
     cfg = OptimConfig(lr=1.0, warmup_steps=2, schedule="linear")
-    # warm-up (k+1)/2: 0.5, 1.0; then linear from 1 to 0 over the remaining 10 − 2 = 8 steps.
-    assert [lr_factor(k, cfg, 10) for k in (0, 1, 2, 6, 10)] == [0.5, 1.0, 1.0, 0.5, 0.0]
+    # transformers' warm-up k/2 (the first step has LR 0): 0, 0.5; then linear from 1 to 0 over
+    # the remaining 10 − 2 = 8 steps: (10 − k)/8.
+    assert _lrs(cfg, 10, [0, 1, 2, 6, 10]) == [0.0, 0.5, 1.0, 0.5, 0.0]
     cos = OptimConfig(lr=1.0, schedule="cosine")
-    assert lr_factor(5, cos, 10) == pytest.approx(0.5)  # half-way: (1 + cos(π/2)) / 2
+    assert _lrs(cos, 10, [0, 5]) == [1.0, pytest.approx(0.5)]  # half-way: (1 + cos(π/2)) / 2
+    assert _lrs(OptimConfig(lr=0.3), 10, [0, 9]) == [0.3, 0.3]  # constant
+    assert _lrs(OptimConfig(lr=1.0, warmup_steps=4), 10, [0, 2, 4, 9]) == [0.0, 0.5, 1.0, 1.0]
+
+
+def test_lr_schedule_resumed_after_k_steps_equals_the_uninterrupted_one():
+    cfg = OptimConfig(lr=1e-3, warmup_steps=3, schedule="cosine")
+    assert _lrs(cfg, 20, list(range(7, 20)), done=7) == _lrs(cfg, 20, list(range(7, 20)))
 
 
 def _train_worker(rank: int, world: int, port: int, argv: list[str]) -> None:

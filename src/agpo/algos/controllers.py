@@ -9,13 +9,18 @@ epochs. Each controller is a small object with ``value``, ``update``, ``state_di
 
 Controller state is a handful of Python floats: committing it converts the step's [B] vectors
 to lists once per step (one deliberate host sync per step, never inside the loss).
+
+The trainer does not branch on AGPO-adaptive: it builds once a temperature strategy
+(``FixedTemperature`` / ``AdaptiveTemperature``, asked for τ per prompt by the sampler) and a clip
+strategy (``FixedClip`` / ``AdaptiveClip``, asked for ε per row by the loop), each committing its
+controllers once per step.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,6 +28,7 @@ import torch
 
 from agpo.algos._check import require
 from agpo.algos.advantages import Dispersion, dispersion
+from agpo.ops import masked_mean
 
 # A baseline at or below this carries no scale (c = (U − ū)/ū would explode): it counts as
 # unset and the next value initialises it, as the reference code does.
@@ -205,7 +211,32 @@ def _ema_fold(state: float | None, values: Sequence[float], alpha: float) -> flo
 # controllers
 
 
-class TemperatureController:
+class _Baseline:
+    """A running baseline of a per-prompt signal: ``value`` (None until the first ``update``),
+    folded in prompt order once per RL step by an EMA at rate ``_rate()``; checkpointed as
+    ``{key: value}``."""
+
+    key = ""
+
+    def __init__(self, cfg: AdaptiveConfig | None = None) -> None:
+        self.cfg = cfg or AdaptiveConfig()
+        self.value: float | None = None
+
+    def _rate(self) -> float:
+        raise NotImplementedError
+
+    def update(self, values: torch.Tensor | Sequence[float]) -> None:
+        """Commit the step's per-prompt values [B] (once per RL step, after the update epochs)."""
+        self.value = _ema_fold(self.value, _floats(values), self._rate())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {self.key: self.value}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.value = None if state[self.key] is None else float(state[self.key])
+
+
+class TemperatureController(_Baseline):
     """Bidirectional temperature τ = clip(τ_base·(1 + λ_T·c), τ_min, τ_max), c = (U − ū)/(ū + 1e−8).
 
     ``value`` is the running uncertainty baseline ū (None before the first update). While ū is
@@ -213,21 +244,10 @@ class TemperatureController:
     initialising ū, later ones ū ← α·U + (1−α)·ū.
     """
 
-    def __init__(
-        self,
-        tau_base: float = 1.0,
-        lambda_t: float = 0.15,
-        tau_min: float = 0.5,
-        tau_max: float = 1.5,
-        alpha: float = 0.1,
-    ) -> None:
-        self.tau_base, self.lambda_t, self.alpha = tau_base, lambda_t, alpha
-        self.tau_min, self.tau_max = tau_min, tau_max
-        self.value: float | None = None
+    key = "baseline"
 
-    @classmethod
-    def from_config(cls, cfg: AdaptiveConfig) -> TemperatureController:
-        return cls(cfg.tau_base, cfg.lambda_t, cfg.tau_min, cfg.tau_max, cfg.alpha)
+    def _rate(self) -> float:
+        return self.cfg.alpha
 
     def centered(self, uncertainty: torch.Tensor) -> torch.Tensor:
         """c per prompt, [B] → [B], from the baseline at the start of the step."""
@@ -238,21 +258,11 @@ class TemperatureController:
 
     def temperatures(self, uncertainty: torch.Tensor) -> torch.Tensor:
         """τ per prompt, U [B] → τ [B] (expand with ``expand_groups`` for the G rows)."""
-        c = self.centered(uncertainty)
-        return (self.tau_base * (1 + self.lambda_t * c)).clamp(self.tau_min, self.tau_max)
-
-    def update(self, uncertainty: torch.Tensor | Sequence[float]) -> None:
-        """Commit the step's U [B] (once per RL step, after the update epochs)."""
-        self.value = _ema_fold(self.value, _floats(uncertainty), self.alpha)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"baseline": self.value}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.value = None if state["baseline"] is None else float(state["baseline"])
+        c, cfg = self.centered(uncertainty), self.cfg
+        return (cfg.tau_base * (1 + cfg.lambda_t * c)).clamp(cfg.tau_min, cfg.tau_max)
 
 
-class ClipController:
+class ClipController(_Baseline):
     """Adaptive clip ε per prompt group (symmetric clip [1 − ε, 1 + ε]):
 
         h = clip(H / H_ref, h_min, h_max)
@@ -260,59 +270,40 @@ class ClipController:
 
     H is the mean token entropy of π_old on the group's training responses; E, σ̂, κ come from
     the probe. ``value`` is H_ref, the EMA (rate h_ref_alpha) of H; before the first update the
-    step's first group's H stands in for it ("first value = first H").
+    step's first group's H stands in for it ("first value = first H"). ``update`` commits the
+    step's group entropies H [B] into H_ref, in prompt order.
     """
 
-    def __init__(
-        self,
-        eps_base: float = 0.2,
-        eps_min: float = 0.05,
-        eps_max: float = 0.4,
-        alpha_var: float = 1.0,
-        gamma: float = 0.5,
-        delta_e: float = 0.1,
-        zeta: float = 0.0,
-        h_min: float = 0.5,
-        h_max: float = 1.5,
-        h_ref_alpha: float = 0.01,
-    ) -> None:
-        self.eps_base, self.eps_min, self.eps_max = eps_base, eps_min, eps_max
-        self.alpha_var, self.gamma, self.delta_e, self.zeta = alpha_var, gamma, delta_e, zeta
-        self.h_min, self.h_max, self.h_ref_alpha = h_min, h_max, h_ref_alpha
-        self.value: float | None = None
+    key = "h_ref"
 
-    @classmethod
-    def from_config(cls, cfg: AdaptiveConfig) -> ClipController:
-        return cls(
-            cfg.eps_base, cfg.eps_min, cfg.eps_max, cfg.alpha_var, cfg.gamma, cfg.delta_e,
-            cfg.zeta, cfg.h_min, cfg.h_max, cfg.h_ref_alpha,
-        )  # fmt: skip
+    def _rate(self) -> float:
+        return self.cfg.h_ref_alpha
 
     def epsilons(
         self, entropy: torch.Tensor, probe: ProbeStats, step_kl: float | torch.Tensor
     ) -> torch.Tensor:
         """ε per prompt: entropy H [B], probe stats of [B], KL̄_step (scalar) → ε [B]."""
         h_now = torch.as_tensor(entropy, dtype=torch.float32).clamp_min(_UNSET)
+        cfg = self.cfg
         h_ref = self.value if self.value is not None and self.value > _UNSET else h_now[0]
-        h = (h_now / h_ref).clamp(self.h_min, self.h_max)
-        num = self.eps_base * h * (1 + self.delta_e * probe.vote_entropy)
+        h = (h_now / h_ref).clamp(cfg.h_min, cfg.h_max)
+        num = cfg.eps_base * h * (1 + cfg.delta_e * probe.vote_entropy)
         den = (
             1
-            + self.alpha_var * probe.dispersion
-            + self.gamma * torch.as_tensor(step_kl, dtype=torch.float32)
-            + self.zeta * probe.skewness.abs()
+            + cfg.alpha_var * probe.dispersion
+            + cfg.gamma * torch.as_tensor(step_kl, dtype=torch.float32)
+            + cfg.zeta * probe.skewness.abs()
         )
-        return (num / den).clamp(self.eps_min, self.eps_max)
+        return (num / den).clamp(cfg.eps_min, cfg.eps_max)
 
-    def update(self, entropy: torch.Tensor | Sequence[float]) -> None:
-        """Commit the step's group entropies H [B] into H_ref, in prompt order."""
-        self.value = _ema_fold(self.value, _floats(entropy), self.h_ref_alpha)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"h_ref": self.value}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.value = None if state["h_ref"] is None else float(state["h_ref"])
+def group_token_mean(x: torch.Tensor, response_mask: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Mean of ``x`` [N, T] over all response tokens of each prompt's G rows → [B] (0 for a
+    group without tokens); rows grouped by prompt. The grouping of π_old's entropy H and of the
+    step drift."""
+    n, t = x.shape
+    b = n // group_size
+    return masked_mean(x.reshape(b, group_size * t), response_mask.reshape(b, group_size * t), dim=-1)
 
 
 def step_drift(
@@ -323,30 +314,23 @@ def step_drift(
     old_logprobs, logprobs, response_mask: [N, T], rows grouped by prompt (G = group_size);
     the token mean runs over all tokens of the prompt's G responses. Returns a 0-d tensor.
     """
-    n, t = old_logprobs.shape
-    mask = response_mask.to(old_logprobs.dtype).reshape(n // group_size, group_size * t)
-    diff = (old_logprobs - logprobs).reshape(n // group_size, group_size * t)  # [B, G·T]
-    per_prompt = (diff * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)  # [B]
+    per_prompt = group_token_mean(old_logprobs - logprobs, response_mask, group_size)  # [B]
     return per_prompt.clamp_min(0).mean() if per_prompt.numel() else per_prompt.new_zeros(())
 
 
 class StepKLTracker:
-    """KL̄_step: EMA (rate α, start 0) of the per-RL-step policy drift (``step_drift``).
+    """KL̄_step: EMA (rate kl_alpha, start 0) of the per-RL-step policy drift (``step_drift``).
 
     ``observe`` records a drift measured after an optimisation step (no host sync); ``update``
     commits once per RL step the mean of the step's observations. Observing only after the last
     optimisation step reproduces the reference code (drift of π_old against the final π_θ).
     """
 
-    def __init__(self, alpha: float = 0.1) -> None:
-        self.alpha = alpha
+    def __init__(self, cfg: AdaptiveConfig | None = None) -> None:
+        self.alpha = (cfg or AdaptiveConfig()).kl_alpha
         self.value: float = 0.0
         self._sum: torch.Tensor | None = None
         self._count = 0
-
-    @classmethod
-    def from_config(cls, cfg: AdaptiveConfig) -> StepKLTracker:
-        return cls(cfg.kl_alpha)
 
     def observe(self, drift: torch.Tensor) -> None:
         drift = drift.detach()
@@ -365,3 +349,99 @@ class StepKLTracker:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.value = float(state["kl_step"])
+
+
+# ---------------------------------------------------------------------------------------------
+# strategies: what the sampler asks for τ and the loop for ε, chosen once per run
+
+
+Gather = Callable[[torch.Tensor], list[float]]
+"""A per-prompt value [b] of every process as one list, in global prompt order."""
+
+
+class _Temperature:
+    """τ per prompt; the uncertainty baseline ū of the probe (``TemperatureController``)."""
+
+    needs_probe = False
+
+    def __init__(self, controller: TemperatureController) -> None:
+        self.controller = controller
+
+    def commit(self, probe: ProbeStats | None, gather: Gather) -> None:
+        """Fold the step's probe uncertainties U [b] of every process into ū, in prompt order."""
+        if probe is not None:
+            self.controller.update(gather(probe.uncertainty))
+
+
+class FixedTemperature(_Temperature):
+    """Every prompt at ``tau`` (--rollout.temperature). A probe sampled for the adaptive clip
+    still moves ū (logged as ctrl/u_baseline); τ does not follow it."""
+
+    def __init__(self, tau: float, controller: TemperatureController) -> None:
+        super().__init__(controller)
+        self.tau = tau
+
+    def temperatures(self, probe: ProbeStats | None, prompts: int) -> torch.Tensor:
+        """τ per prompt [b]."""
+        return torch.full((prompts,), self.tau)
+
+
+class AdaptiveTemperature(_Temperature):
+    """AGPO-adaptive: each prompt's τ from its probe's uncertainty and ū of the step start."""
+
+    needs_probe = True
+
+    def temperatures(self, probe: ProbeStats | None, prompts: int) -> torch.Tensor:
+        """τ per prompt [b]."""
+        assert probe is not None, "the adaptive temperature needs the probe"
+        return self.controller.temperatures(probe.uncertainty)
+
+
+class FixedClip:
+    """ε_low / ε_high for every row (--algo.clip-low / --algo.clip-high; DAPO's clip-higher
+    when they differ); nothing to commit."""
+
+    needs_probe = False
+    needs_drift = False
+
+    def __init__(self, low: float, high: float) -> None:
+        self.low, self.high = low, high
+
+    def epsilons(self, entropy: torch.Tensor | None, response_mask: torch.Tensor,
+                 probe: ProbeStats | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ε_low, ε_high) per row, [N] each, on the mask's device."""
+        n, device = response_mask.shape[0], response_mask.device
+        return torch.full((n,), self.low, device=device), torch.full((n,), self.high, device=device)
+
+    def commit(self, drift: torch.Tensor | None, gather: Gather) -> None:
+        pass
+
+
+class AdaptiveClip:
+    """AGPO-adaptive: one symmetric ε per prompt group (``ClipController``) from π_old's group
+    entropy H, the probe and KL̄_step, all as of the step start. ``commit`` folds the step's H
+    into H_ref and its drift (measured after the update, so ``needs_drift``) into KL̄_step."""
+
+    needs_probe = True
+    needs_drift = True
+
+    def __init__(self, controller: ClipController, step_kl: StepKLTracker, group_size: int) -> None:
+        self.controller, self.step_kl, self.group_size = controller, step_kl, group_size
+        self._entropy: torch.Tensor | None = None  # [B] this step's H, for commit
+
+    def epsilons(self, entropy: torch.Tensor | None, response_mask: torch.Tensor,
+                 probe: ProbeStats | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """ε per row [N] (the group's ε repeated over its G rows), twice: the clip is symmetric.
+        entropy: π_old's token entropy [N, T]."""
+        assert entropy is not None and probe is not None, "the adaptive clip needs H and the probe"
+        self._entropy = group_token_mean(entropy, response_mask, self.group_size).cpu()  # [B]
+        eps = self.controller.epsilons(self._entropy, probe, self.step_kl.value)  # [B]
+        eps = expand_groups(eps, self.group_size).to(response_mask.device)  # [N]
+        return eps, eps
+
+    def commit(self, drift: torch.Tensor | None, gather: Gather) -> None:
+        """drift: the step's drift averaged over processes (``step_drift``)."""
+        assert drift is not None and self._entropy is not None
+        self.step_kl.observe(drift)
+        self.controller.update(gather(self._entropy))
+        self.step_kl.update()

@@ -37,17 +37,23 @@ def _per_row(x: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, 1) if x.ndim == 1 else x
 
 
-def _ratio_stats(log_ratio: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-    """approx_kl is k3 of KL(π_old ‖ π_θ) on the sampled tokens: (ρ − 1) − log ρ (CleanRL).
+def _stats(clipfrac_low: torch.Tensor, clipfrac_high: torch.Tensor, log_ratio: torch.Tensor,
+           mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every objective's stats, detached: the two clip fractions, and approx_kl, k3 of
+    KL(π_old ‖ π_θ) on the sampled tokens: (ρ − 1) − log ρ (CleanRL).
 
-    ratio_max is over masked tokens; 0 on an empty mask (ρ > 0 elsewhere, so 0 means "none").
+    log_ratio, mask: [N, T] (log_ratio 0 off the mask). ratio_max is over masked tokens; 0 on an
+    empty mask (ρ > 0 elsewhere, so 0 means "none").
     """
     ratio = torch.exp(log_ratio)
     masked = torch.where(mask.bool(), ratio, torch.zeros_like(ratio)).flatten()
-    return {
+    stats = {
+        "clipfrac_low": clipfrac_low,
+        "clipfrac_high": clipfrac_high,
         "approx_kl": masked_mean((ratio - 1) - log_ratio, mask),
         "ratio_max": torch.cat([masked, ratio.new_zeros(1)]).amax(),
     }
+    return {k: v.detach() for k, v in stats.items()}
 
 
 @OBJECTIVES.register("ppo_clip")
@@ -79,12 +85,8 @@ def ppo_clip(
     clipped = torch.clamp(ratio, low, high) * adv
     loss = torch.where(on, -torch.minimum(unclipped, clipped), 0.0)
     mask = response_mask.to(logprobs.dtype)
-    stats = {
-        "clipfrac_low": masked_mean(((ratio < low) & (adv < 0)).to(mask.dtype), mask),
-        "clipfrac_high": masked_mean(((ratio > high) & (adv > 0)).to(mask.dtype), mask),
-        **_ratio_stats(log_ratio, mask),
-    }
-    return loss, {k: v.detach() for k, v in stats.items()}
+    return loss, _stats(masked_mean(((ratio < low) & (adv < 0)).to(mask.dtype), mask),
+                        masked_mean(((ratio > high) & (adv > 0)).to(mask.dtype), mask), log_ratio, mask)
 
 
 @OBJECTIVES.register("pg")
@@ -105,11 +107,5 @@ def pg(
     adv = _per_row(advantages, logprobs)  # [N, 1]
     on = response_mask.bool()
     loss = torch.where(on, -adv * logprobs, 0.0)
-    mask = response_mask.to(logprobs.dtype)
     zero = logprobs.new_zeros(())
-    stats = {
-        "clipfrac_low": zero,
-        "clipfrac_high": zero,
-        **_ratio_stats(torch.where(on, logprobs - old_logprobs, 0.0), mask),
-    }
-    return loss, {k: v.detach() for k, v in stats.items()}
+    return loss, _stats(zero, zero, torch.where(on, logprobs - old_logprobs, 0.0), response_mask.to(logprobs.dtype))

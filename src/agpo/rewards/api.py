@@ -18,7 +18,7 @@ from agpo.errors import UserError
 from agpo.rewards.config import RewardConfig
 from agpo.rewards.pool import Job, WorkerPool
 from agpo.rewards.verifiers import BAD_GOLD, VERIFIERS, Pending, Plan, Verifier
-from agpo.rewards.worker import Verdict, run_task
+from agpo.rewards.worker import VerifierVerdict, run_task
 from agpo.types import RewardResult, TaskItem
 
 
@@ -30,15 +30,15 @@ def is_skip(result: RewardResult) -> bool:
 class _LRU:
     def __init__(self, size: int) -> None:
         self.size = size
-        self._data: OrderedDict[tuple[str, ...], Verdict] = OrderedDict()
+        self._data: OrderedDict[tuple[str, ...], VerifierVerdict] = OrderedDict()
 
-    def get(self, key: tuple[str, ...]) -> Verdict | None:
+    def get(self, key: tuple[str, ...]) -> VerifierVerdict | None:
         verdict = self._data.get(key)
         if verdict is not None:
             self._data.move_to_end(key)
         return verdict
 
-    def put(self, key: tuple[str, ...], verdict: Verdict) -> None:
+    def put(self, key: tuple[str, ...], verdict: VerifierVerdict) -> None:
         if self.size == 0 or verdict[1] == "worker_crash":  # a crash may not recur: retry later
             return
         self._data[key] = verdict
@@ -153,8 +153,8 @@ class RewardFn:
                 self._pool = WorkerPool(max(1, self.cfg.workers), self.cfg.timeout_s)
             return self._pool
 
-    def _resolve(self, pending: list[Pending]) -> dict[tuple[str, ...], Verdict]:
-        verdicts: dict[tuple[str, ...], Verdict] = {}
+    def _resolve(self, pending: list[Pending]) -> dict[tuple[str, ...], VerifierVerdict]:
+        verdicts: dict[tuple[str, ...], VerifierVerdict] = {}
         todo: dict[tuple[str, ...], Job] = {}
         with self._lock:
             for p in pending:
@@ -174,7 +174,7 @@ class RewardFn:
         self.stats["timeouts"] += sum(v[1] == "timeout" for v in fresh)
         return verdicts
 
-    def _run(self, jobs: list[Job]) -> list[Verdict]:
+    def _run(self, jobs: list[Job]) -> list[VerifierVerdict]:
         if not jobs:
             return []
         in_main_thread = threading.current_thread() is threading.main_thread()
@@ -191,7 +191,7 @@ class RewardFn:
         return RewardResult(score, parts[0].parsed, parts[0].failure, components)
 
 
-def _result(plan: Plan, verdicts: dict[tuple[str, ...], Verdict]) -> RewardResult:
+def _result(plan: Plan, verdicts: dict[tuple[str, ...], VerifierVerdict]) -> RewardResult:
     if isinstance(plan, RewardResult):
         return plan
     score, failure = verdicts[plan.key]

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from multiprocessing.connection import wait
 from pathlib import Path
 
-from agpo.rewards.worker import Verdict
+from agpo.rewards.worker import VerifierVerdict
 
 Job = tuple[str, tuple[str, ...]]
 """(task name in ``agpo.rewards.worker.TASKS``, string arguments)."""
@@ -62,7 +62,7 @@ class WorkerPool:
     def size(self) -> int:
         return len(self._slots)
 
-    def run(self, jobs: Sequence[Job]) -> list[Verdict]:
+    def run(self, jobs: Sequence[Job]) -> list[VerifierVerdict]:
         """Verdicts of ``jobs`` in order; none waits longer than its deadline."""
         with self._lock:
             return self._run(jobs)
@@ -72,8 +72,8 @@ class WorkerPool:
         with self._lock:
             _shutdown(self._slots)
 
-    def _run(self, jobs: Sequence[Job]) -> list[Verdict]:
-        results: list[Verdict | None] = [None] * len(jobs)
+    def _run(self, jobs: Sequence[Job]) -> list[VerifierVerdict]:
+        results: list[VerifierVerdict | None] = [None] * len(jobs)
         pending = deque(range(len(jobs)))
         busy: dict[int, tuple[int, float]] = {}  # slot → (job index, kill time)
         while pending or busy:
@@ -109,7 +109,7 @@ class WorkerPool:
                 if attempt:
                     raise
 
-    def _receive(self, slot: int) -> Verdict:
+    def _receive(self, slot: int) -> VerifierVerdict:
         line = self._worker(slot).stdout.readline()  # type: ignore[union-attr]
         try:
             _, score, failure = json.loads(line)

@@ -26,7 +26,7 @@ from agpo.rewards.extract import (
     plain_rational,
     strip_math,
 )
-from agpo.rewards.worker import Verdict
+from agpo.rewards.worker import VerifierVerdict
 from agpo.types import RewardResult, TaskItem
 
 BAD_GOLD = "bad_gold"
@@ -43,7 +43,7 @@ class Pending:
     task: str
     args: tuple[str, ...]
     parsed: str | None
-    if_gold_ok: Verdict | None = None
+    if_gold_ok: VerifierVerdict | None = None
 
 
 Plan = RewardResult | Pending

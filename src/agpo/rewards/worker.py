@@ -24,7 +24,8 @@ from typing import IO
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
-Verdict = tuple[float, "str | None"]
+VerifierVerdict = tuple[float, "str | None"]
+"""A verifier's (score, failure reason) for one item; the reason is None when it verified."""
 
 _BOXED = [LatexExtractionConfig(boxed_match_priority=0)]
 _ANY = [LatexExtractionConfig(), ExprExtractionConfig()]
@@ -54,7 +55,7 @@ def _parse_gold(gold: str) -> tuple[object, ...]:
     return tuple(parse_math(gold))
 
 
-def math_verdict(gold: str, answer: str) -> Verdict:
+def math_verdict(gold: str, answer: str) -> VerifierVerdict:
     """Compare ``answer`` with ``gold`` through math-verify, gold first (its comparison is
     asymmetric on purpose: a gold ``x = 2`` accepts ``2``, a gold interval accepts an
     inequality)."""
@@ -69,7 +70,7 @@ def math_verdict(gold: str, answer: str) -> Verdict:
     return 0.0, "wrong"
 
 
-def math_text_verdict(gold: str, response: str) -> Verdict:
+def math_text_verdict(gold: str, response: str) -> VerifierVerdict:
     """``math_verdict`` with math-verify's own extraction over a whole response (its LaTeX and
     expression configs and their priorities: boxed answers, several boxes as one set, "final
     answer is", the last expression); (0, 'no_answer') when it finds none."""
@@ -84,24 +85,24 @@ def math_text_verdict(gold: str, response: str) -> Verdict:
     return 0.0, "wrong"
 
 
-def gold_check(gold: str) -> Verdict:
+def gold_check(gold: str) -> VerifierVerdict:
     """(1, None) when ``gold`` parses, (0, 'bad_gold') when it does not."""
     return (1.0, None) if _parse_gold(gold) else (0.0, "bad_gold")
 
 
-def _sleep(seconds: str) -> Verdict:
+def _sleep(seconds: str) -> VerifierVerdict:
     """Self-test: a worker stuck in C code (time.sleep with signals blocked)."""
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
     time.sleep(float(seconds))
     return 1.0, None
 
 
-def _exit(code: str) -> Verdict:
+def _exit(code: str) -> VerifierVerdict:
     """Self-test: a worker that dies mid-item."""
     os._exit(int(code))
 
 
-TASKS: dict[str, Callable[..., Verdict]] = {
+TASKS: dict[str, Callable[..., VerifierVerdict]] = {
     "math": math_verdict,
     "math_text": math_text_verdict,
     "gold": gold_check,
@@ -110,7 +111,7 @@ TASKS: dict[str, Callable[..., Verdict]] = {
 }
 
 
-def run_task(task: str, args: tuple[str, ...], timeout_s: float) -> Verdict:
+def run_task(task: str, args: tuple[str, ...], timeout_s: float) -> VerifierVerdict:
     """Run one task under a ``setitimer`` deadline (call from a main thread only).
 
     Errors inside math-verify/sympy are a verdict ('error'), not a crash of the caller.

@@ -5,8 +5,8 @@ Engines (``--rollout.engine``): ``transformers`` (agpo's sampler, always availab
 """
 
 from agpo.rollout.config import SamplingConfig
-from agpo.rollout.engine import concat, sample, score, select
+from agpo.rollout.engine import concat, sample, select, token_logprobs
 from agpo.rollout.engines import ENGINES, Engine, TransformersEngine, build_engine
 
 __all__ = ["ENGINES", "Engine", "SamplingConfig", "TransformersEngine", "build_engine", "concat",
-           "sample", "score", "select"]
+           "sample", "select", "token_logprobs"]

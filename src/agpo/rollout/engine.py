@@ -2,10 +2,11 @@
 
 How temperature enters: every row n has its own temperature τ_n. Sampling draws from
 softmax(logits / τ_n) (optionally restricted to the top-p nucleus), and the log-probs stored in
-the Rollout are log softmax(logits / τ_n) of the drawn token over the FULL vocabulary. ``score``
-recomputes exactly that quantity, so with top_p = 1 the importance ratio π_θ / π_old compares the
-distribution that produced the samples. With top_p < 1 the sampler is truncated and the stored
-value is not the true sampling probability; training rejects that unless explicitly allowed.
+the Rollout are log softmax(logits / τ_n) of the drawn token over the FULL vocabulary.
+``token_logprobs`` recomputes exactly that quantity, so with top_p = 1 the importance ratio
+π_θ / π_old compares the distribution that produced the samples. With top_p < 1 the sampler is
+truncated and the stored value is not the true sampling probability; training rejects that
+unless explicitly allowed.
 """
 
 from __future__ import annotations
@@ -372,7 +373,7 @@ def micro_batches(
     return list(index.tensor_split(cuts))
 
 
-def score(
+def token_logprobs(
     model: torch.nn.Module,
     rollout: Rollout,
     temperatures: torch.Tensor,

@@ -7,7 +7,8 @@ an Engine; which one is a config value (``--rollout.engine``), never a branch in
   holds its own copy of the weights; it compares the policy's parameter versions before each
   sampling and pushes the weights when they changed, which is the same as pushing after every
   optimizer step (nothing samples in between). Its log-probs come from other kernels, so they are
-  not the trainer's (``exact_logprobs`` False): the sampling phase re-scores with the trainer.
+  not the trainer's (``exact_logprobs`` False): training logs the gap to the trainer's, which
+  is what π_old always is (RunConfig.old_logprobs_in_update).
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ runs without vLLM installed. What this engine guarantees, and what it does not:
 - Log-probs: vLLM's ``processed_logprobs`` of the sampled token, i.e. log softmax(logits / τ) over
   the full vocabulary (top-p restricts the draw, not this value), the quantity the transformers
   engine stores. They come from vLLM's kernels, so they differ from the trainer's by rounding
-  (≈ 1e-5 in fp32 here, more in bf16): ``exact_logprobs`` is False and the sampling phase
-  re-scores the tokens with the trainer for π_old (see train/sampling.py).
+  (≈ 1e-5 in fp32 here, more in bf16): ``exact_logprobs`` is False; π_old is the trainer's
+  (see train/sampling.py) and the gap is logged as rollout/engine_logprob_gap.
 - Randomness: per-request seeds crash vLLM's CPU build, and its sampler draws its noise from
   torch's global generator on the device it runs on. Each call therefore draws one seed from the
   caller's generator (which agpo checkpoints) and seeds the global generator with it inside a

@@ -1,4 +1,5 @@
-"""Tasks: problems (prompt + gold answer) from the math benchmarks, local files or the testbed.
+"""Tasks: problems (prompt + gold answer) from the math benchmarks, local files, the procedural
+arithmetic (``agpo.tasks.arith``) or the testbed (``agpo.tasks.testbed``).
 
 ``load_task("math500")`` / ``load_task("data/aime.jsonl")`` → ``list[TaskItem]``; the layout of
 a file is detected from its fields (``agpo.tasks.layouts``); ``render_prompt`` applies a template.
@@ -6,6 +7,10 @@ a file is detected from its fields (``agpo.tasks.layouts``); ``render_prompt`` a
 
 from agpo.tasks.base import TASKS, load_file, load_task, parse_fields, write_items
 from agpo.tasks.templates import TEMPLATES, check_prompt_lengths, model_positions, render_prompt
+
+# Each task module registers its names when imported: a broken one fails here, loudly, instead of
+# leaving its names missing ("unknown task"). All three are light (stdlib and agpo.types).
+from agpo.tasks import arith, benchmarks, testbed  # noqa: F401  (registers their tasks)
 
 __all__ = [
     "TASKS", "TEMPLATES", "check_prompt_lengths", "load_file", "model_positions", "load_task", "parse_fields", "render_prompt", "write_items",

@@ -8,7 +8,6 @@ read here and mapped to TaskItems by the layout detected from their fields
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 from collections.abc import Callable, Iterator, Mapping
@@ -24,8 +23,6 @@ TaskLoader = Callable[..., list[TaskItem]]
 TASKS: Registry[TaskLoader] = Registry("task")
 
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
-# Modules that register tasks when imported; looked up lazily so `agpo passk` stays light.
-_PROVIDERS = ("agpo.tasks.benchmarks", "agpo.tasks.arith", "agpo.testbed")
 
 
 def parse_fields(spec: str | Mapping[str, str] | None) -> dict[str, str] | None:
@@ -73,13 +70,7 @@ def load_task(
 
 
 def _lookup(name: str) -> TaskLoader:
-    for module in _PROVIDERS:
-        if name in TASKS:
-            break
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            continue  # a provider that is not written yet (or an optional extra) adds no names
+    # Every task module is imported by agpo.tasks (this module's package), so TASKS is complete.
     if name not in TASKS:
         raise UserError(
             f"--task {name!r} is neither a file ({', '.join(FILE_SUFFIXES)}) nor a registered "

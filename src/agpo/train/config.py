@@ -101,10 +101,12 @@ class OptimConfig:
     weight_decay: float = 0.0
     """Decoupled weight decay."""
     warmup_steps: int = 0
-    """Optimizer steps of linear warm-up from 0 to --optim.lr."""
+    """Optimizer steps of linear warm-up from 0 to --optim.lr, in transformers' convention: step k
+    (0-based) has k/warmup·lr, so the first step has LR 0 (agpo before issue #16: (k+1)/warmup·lr)."""
     schedule: Literal["constant", "linear", "cosine"] = "constant"
-    """Decay after warm-up, to 0 at the last optimizer step (known only for --train.steps runs;
-    a token-budget run decays over --train.steps as an upper bound)."""
+    """Decay after warm-up (transformers' get_scheduler), to 0 at the last optimizer step (known
+    only for --train.steps runs; a token-budget run decays over --train.steps as an upper bound).
+    Skipped (non-finite) optimizer steps advance it too."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0: no clipping)."""
 

@@ -10,18 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from agpo.algos.controllers import expand_groups, step_drift
 from agpo.algos.dapo import overlong_penalty
-from agpo.ops import masked_mean
 from agpo.rewards.api import is_skip
 from agpo.train.config import RunConfig
-from agpo.train.dist import all_reduce, all_reduce_sum
+from agpo.train.dist import all_reduce_sum
 from agpo.train.metrics import (
-    Timer, advantage_metrics, count_metrics, group_metrics, progress_text, reduce_maxima,
-    reduce_pairs, rollout_metrics, write_samples,
+    Timer, advantage_metrics, after_update, count_metrics, group_metrics, progress_text,
+    rollout_metrics, write_samples,
 )
 from agpo.train.state import Run
 from agpo.train.update import TrainBatch, group_advantages, update
@@ -54,7 +51,7 @@ def train(cfg: RunConfig | None, out_dir: str | Path, resume: bool = False, *,
 
 def rl_step(run: Run) -> dict[str, float]:
     """One RL step (sample → update); returns its metrics, reduced over processes."""
-    cfg, g, timer, world = run.cfg, run.cfg.train.group_size, Timer(), run.d.world
+    cfg, g, timer, world = run.cfg, run.cfg.train.group_size, Timer(), run.dist.world
     # 1. Sample B prompts × G and verify (probe group and dynamic sampling inside).
     groups = run.sampler.collect(timer)
     rollout, raw = groups.rollout, groups.scores  # [N, T], [B, G]
@@ -69,56 +66,39 @@ def rl_step(run: Run) -> dict[str, float]:
     # 3. π_old and π_ref of the sampled tokens, on logits / τ (τ = each row's sampling temperature).
     temps = rollout.temperatures if cfg.algo.adaptive.logprob_temperature == "sampling" else torch.ones_like(rollout.temperatures)
     with timer("score"):  # on-policy the update's first forward gives π_old (None here)
-        old_logprobs, entropy = (None, None) if cfg.old_logprobs_in_update else run.score(rollout, temps)
+        old_logprobs, entropy = (None, None) if cfg.old_logprobs_in_update else run.logprobs(rollout, temps)
         ref_logprobs = run.ref_logprobs(rollout, temps)
-    # 4. Clip range: fixed ε_low / ε_high, or AGPO-adaptive's ε per group (state of step start).
-    n = rollout.num_sequences
-    if cfg.algo.adaptive_clip:
-        group_entropy = masked_mean(entropy.view(-1, g * entropy.shape[1]),
-                                    rollout.response_mask.view(-1, g * entropy.shape[1]), dim=-1).cpu()  # [B]
-        eps = expand_groups(run.clip.epsilons(group_entropy, groups.probe, run.step_kl.value), g).to(device)
-        clip_low, clip_high = eps, eps
-    else:
-        clip_low = torch.full((n,), cfg.algo.clip_low, device=device)
-        clip_high = torch.full((n,), cfg.algo.clip_high, device=device)
+    # 4. Clip range per row: fixed ε_low / ε_high, or AGPO-adaptive's ε per group (state of step start).
+    clip_low, clip_high = run.clip.epsilons(entropy, rollout.response_mask, groups.probe)  # [N] each
     # 5. The update (a mini-batch with a non-finite loss or gradient is skipped, and counted).
     batch = TrainBatch(rollout, temps, old_logprobs, ref_logprobs, advantages, loss_mask, clip_low, clip_high)
     with timer("update"):
-        loss = update(run.policy, run.optimizer, batch, run.update_spec(), run.next_lr,
-                      run.generator if run.generator.device.type == "cpu" else None, run.skips)
+        update_stats = update(run.policy, run.optimizer, batch, run.update_spec(), run.scheduler,
+                              run.generator if run.generator.device.type == "cpu" else None, run.skips)
     old_logprobs = batch.old_logprobs  # [N, T], filled by the update when it measured them
     # 6. After the update: policy drift (KL̄_step's input) and AsymGRPO's positive log-prob increment.
-    scored = None if entropy is None or run.sampler.engine.exact_logprobs else old_logprobs
-    pairs = {**rollout_metrics(rollout, entropy, scored), **group_metrics(scores, raw, usable, world)}
-    if cfg.algo.adaptive_clip or cfg.log.post_update_stats:
+    trainer_lp = None if entropy is None or run.sampler.engine.exact_logprobs else old_logprobs  # engine gap
+    means = {**rollout_metrics(rollout, entropy, trainer_lp), **group_metrics(scores, raw, usable, world)}
+    drift = None
+    if run.clip.needs_drift or cfg.log.post_update_stats:
         with timer("score"):
-            new_logprobs, _ = run.score(rollout, temps)
-        drift = step_drift(old_logprobs, new_logprobs, rollout.response_mask, g)
-        run.step_kl.observe(all_reduce_sum(drift.reshape(1).cpu(), run.d) / world)
-        pos = rollout.response_mask * (advantages > 0).unsqueeze(-1)
-        delta = ((new_logprobs - old_logprobs) * pos).sum(-1) / pos.sum(-1).clamp_min(1)  # [N]
-        pairs["loss/pos_logprob_delta"] = torch.stack([delta.sum(), (pos.sum(-1) > 0).sum().float()]).cpu()
-        pairs["ctrl/step_drift"] = torch.stack([drift.cpu(), torch.tensor(1.0)])
+            new_logprobs, _ = run.logprobs(rollout, temps)
+        drift, diagnostics = after_update(old_logprobs, new_logprobs, rollout.response_mask, advantages, g)
+        drift = all_reduce_sum(drift.reshape(1).cpu(), run.dist) / world  # the same on every process
+        means.update(diagnostics)
     # 7. Controllers commit once per RL step, in global prompt order.
-    if cfg.algo.uses_probe:
-        run.temperature.update(run.gather(groups.probe.uncertainty))
-    if cfg.algo.adaptive_clip:
-        run.clip.update(run.gather(group_entropy))
-        run.step_kl.update()
-    # 8. Metrics (one reduction across processes, one for maxima), samples, token count.
-    adv_pairs, adv_peaks = advantage_metrics(adv.stats, adv.keep[usable], world)
-    pairs.update({**adv_pairs, **count_metrics(groups, clip_low, world)})
-    metrics = reduce_pairs(pairs, lambda x: all_reduce_sum(x, run.d))
-    metrics.update(reduce_maxima(adv_peaks, lambda x: all_reduce(x, dist.ReduceOp.MAX)))
-    for key in ("entropy", "engine_logprob_gap"):  # measured by the update's first forward
-        if key in loss:
-            metrics[f"rollout/{key}"] = loss.pop(key)
-    metrics.update({f"loss/{k}": v for k, v in loss.items()})
-    tokens = int(all_reduce_sum(torch.tensor([float(groups.tokens)]), run.d).item())
+    run.temperature.commit(groups.probe, run.gather)
+    run.clip.commit(drift, run.gather)
+    # 8. Metrics (the update's and the step's: one reduction across processes), samples, tokens.
+    adv_means, adv_peaks = advantage_metrics(adv.stats, adv.keep[usable], world)
+    update_stats.add_pairs({**means, **adv_means, **count_metrics(groups, clip_low, world)})
+    update_stats.add_peaks(adv_peaks)
+    metrics = update_stats.reduce()
+    tokens = int(all_reduce_sum(torch.tensor([float(groups.tokens)]), run.dist).item())
     run.tokens_total += tokens
     metrics.update(run.controller_metrics())
     metrics.update({"perf/tokens_step": tokens, "perf/tokens_total": run.tokens_total, **timer.metrics()})
-    if run.d.main and cfg.log.samples_per_step:
+    if run.dist.main and cfg.log.samples_per_step:
         write_samples(run.dir / "samples" / f"step_{run.step + 1}.jsonl", groups.items, rollout,
                       groups.results, advantages, cfg.log.samples_per_step)
     return metrics
@@ -134,7 +114,7 @@ def periodic_eval(run: Run) -> dict[str, float]:
     from agpo.eval.runner import evaluate_items
 
     result: dict[str, float] = {}
-    if run.d.main:
+    if run.dist.main:
         sampling = replace(cfg.rollout, temperature=cfg.eval.temperature, top_p=cfg.eval.top_p)
         result = evaluate_items(run.policy, run.tokenizer, run.eval_items, cfg.eval.n, sampling,
                                 run.reward, None, template=cfg.task.template, seed=cfg.train.seed,
@@ -148,5 +128,5 @@ def _progress(run: Run) -> Progress:
     return Progress(
         TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("{task.fields[info]}"),
-        disable=not (run.cfg.log.progress and run.d.main),
+        disable=not (run.cfg.log.progress and run.dist.main),
     )

@@ -7,16 +7,17 @@ import json
 import math
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import torch
+import torch.distributed as dist
 
+from agpo.algos.controllers import step_drift
 from agpo.io import dumps_finite, read_metrics, replace_text
-
 from agpo.train.config import RunConfig, to_dict
+from agpo.train.dist import all_reduce
 from agpo.types import RewardResult, Rollout, TaskItem
 
 # Shown on the progress bar, in this order (short label, key).
@@ -129,8 +130,8 @@ def group_metrics(scores: torch.Tensor, raw: torch.Tensor, usable: torch.Tensor,
 
 
 def total(x: torch.Tensor | float, world: int) -> torch.Tensor:
-    """A per-process count as a [value, 1/world] pair: ``reduce_pairs`` then gives the sum over
-    processes."""
+    """A per-process count as a [value, 1/world] pair: ``MetricSums.reduce`` then gives the sum
+    over processes."""
     return torch.stack([torch.as_tensor(x).float().cpu(), torch.tensor(1.0 / world)])
 
 
@@ -201,23 +202,84 @@ def rollout_metrics(rollout: Rollout, entropy: torch.Tensor | None,
     return {k: v.detach().cpu() for k, v in out.items()}
 
 
-def reduce_pairs(pairs: dict[str, torch.Tensor], all_reduce) -> dict[str, float]:  # noqa: ANN001
-    """[sum, count] pairs → means; ``all_reduce`` sums a tensor across processes."""
-    keys = sorted(pairs)
-    if not keys:
-        return {}
-    sums = all_reduce(torch.stack([pairs[k].float().cpu() for k in keys]))  # [K, 2]
-    # A mean over nothing (e.g. every group skipped) is not 0: it is left out.
-    return {k: float(s / c) for k, (s, c) in zip(keys, sums.tolist(), strict=True) if c > 0}
+class MetricSums:
+    """One RL step's metrics before the reduction across processes: [sum, count] pairs (a mean is
+    Σ sum / Σ count over micro-batches and processes) and maxima. The loop, the update and the
+    estimators all add to it; ``reduce`` is the step's one all-reduce of the pairs (and one of
+    the maxima). Values stay on their device until then: no host sync before ``reduce``.
+
+    ``main``: whether this is the main process; ``once`` counts only there a value that every
+    process holds (so that it is neither summed ``world`` times nor divided by a float 1/world).
+    """
+
+    def __init__(self, main: bool = True) -> None:
+        self.main = main
+        self.pairs: dict[str, torch.Tensor] = {}  # key → [sum, count]
+        self.peaks: dict[str, torch.Tensor] = {}  # key → 0-d maximum
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.pairs or key in self.peaks
+
+    def add(self, key: str, total: torch.Tensor | float, count: torch.Tensor | float = 1.0) -> None:
+        """Add ``total`` to the key's sum and ``count`` to its count."""
+        total = torch.as_tensor(total).detach().float()
+        pair = torch.stack([total, torch.as_tensor(count, dtype=torch.float32, device=total.device)])
+        self.add_pairs({key: pair})
+
+    def mean(self, key: str, value: torch.Tensor, weight: torch.Tensor) -> None:
+        """A mean ``value`` over ``weight`` items (e.g. a micro-batch's tokens)."""
+        self.add(key, value.detach().float() * weight.float(), weight.float())
+
+    def once(self, key: str, value: torch.Tensor | float, count: float = 1.0) -> None:
+        """A value that is the same on every process (an optimizer step's LR or gradient norm)."""
+        self.add(key, value if self.main else 0.0, count if self.main else 0.0)
+
+    def peak(self, key: str, value: torch.Tensor) -> None:
+        """A maximum; -inf means nothing was measured (left out unless another process has one)."""
+        value, old = value.detach().float(), self.peaks.get(key)
+        self.peaks[key] = value if old is None else torch.maximum(old, value.to(old.device))
+
+    def add_pairs(self, pairs: dict[str, torch.Tensor]) -> None:
+        for key, pair in pairs.items():
+            old = self.pairs.get(key)
+            self.pairs[key] = pair if old is None else old + pair.to(old.device)
+
+    def add_peaks(self, peaks: dict[str, torch.Tensor]) -> None:
+        for key, value in peaks.items():
+            self.peak(key, value)
+
+    def reduce(self, all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] = all_reduce,
+               all_reduce_max: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
+        """Means and maxima over every process (every process must hold the same keys). A mean
+        over nothing (e.g. every group skipped) is not 0: it is left out, as is a -inf maximum."""
+        all_reduce_max = all_reduce_max or (lambda x: all_reduce(x, dist.ReduceOp.MAX))
+        out: dict[str, float] = {}
+        keys = sorted(self.pairs)
+        if keys:
+            sums = all_reduce_sum(torch.stack([self.pairs[k].float().cpu() for k in keys]))  # [K, 2]
+            out = {k: float(s / c) for k, (s, c) in zip(keys, sums.tolist(), strict=True) if c > 0}
+        keys = sorted(self.peaks)
+        if keys:
+            values = all_reduce_max(torch.stack([self.peaks[k].float().cpu() for k in keys])).tolist()
+            out.update({k: v for k, v in zip(keys, values, strict=True) if v != -math.inf})
+        return out
 
 
-def reduce_maxima(peaks: dict[str, torch.Tensor], all_reduce_max) -> dict[str, float]:  # noqa: ANN001
-    """Scalar maxima over processes (one reduction); -inf (nothing measured anywhere) is left
-    out. ``all_reduce_max`` takes the element-wise maximum of a tensor across processes."""
-    if not peaks:
-        return {}
-    values = all_reduce_max(torch.stack([v.float().cpu() for v in peaks.values()])).tolist()
-    return {k: v for k, v in zip(peaks, values, strict=True) if math.isfinite(v)}
+def after_update(old_logprobs: torch.Tensor, logprobs: torch.Tensor, response_mask: torch.Tensor,
+                 advantages: torch.Tensor, group_size: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """What the update did to the batch, from π_old and π_θ after it ([N, T] each; advantages [N]).
+
+    Returns the step drift (0-d, KL̄_step's input; ``step_drift``) and [sum, count] pairs:
+    ctrl/step_drift, and AsymGRPO's loss/pos_logprob_delta, the increment of log π averaged over
+    each positive-advantage response's tokens, then over those responses.
+    """
+    drift = step_drift(old_logprobs, logprobs, response_mask, group_size)
+    pos = response_mask * (advantages > 0).unsqueeze(-1)  # [N, T]
+    delta = ((logprobs - old_logprobs) * pos).sum(-1) / pos.sum(-1).clamp_min(1)  # [N]
+    return drift, {
+        "loss/pos_logprob_delta": torch.stack([delta.sum(), (pos.sum(-1) > 0).sum().float()]).cpu(),
+        "ctrl/step_drift": torch.stack([drift.cpu(), torch.tensor(1.0)]),
+    }
 
 
 def write_samples(

@@ -1,5 +1,5 @@
 """The sampling phase of one RL step: probe group (AGPO-adaptive), training groups at the
-controller's temperature, verification, and DAPO's dynamic sampling (over-generate until the
+temperature strategy's τ, verification, and DAPO's dynamic sampling (over-generate until the
 batch holds B informative groups, at most --algo.max-sampling-rounds rounds).
 
 Samples come from the rollout engine (--rollout.engine). Its log-probs are kept only to
@@ -17,7 +17,9 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
-from agpo.algos.controllers import ProbeStats, TemperatureController, expand_groups, probe_statistics
+from agpo.algos.controllers import (
+    AdaptiveTemperature, FixedTemperature, ProbeStats, expand_groups, probe_statistics,
+)
 from agpo.algos.dapo import informative_groups
 from agpo.rollout import Engine, build_engine, concat, select
 from agpo.tasks import render_prompt
@@ -54,7 +56,8 @@ class Sampler:
     tokenizer: object
     reward: object  # agpo.rewards.RewardFn
     generator: torch.Generator
-    temperature: TemperatureController
+    temperature: FixedTemperature | AdaptiveTemperature
+    needs_probe: bool  # a strategy (temperature or clip) reads the probe's statistics
     next_items: Callable[[], list[TaskItem]]
     any_process: Callable[[bool], bool]  # True when the flag is True on some process
     engine: Engine | None = None  # default: built from --rollout.engine on the policy
@@ -86,19 +89,16 @@ class Sampler:
         cfg, g = self.cfg, self.cfg.train.group_size
         prompts = [render_prompt(it, cfg.task.template, self.tokenizer) for it in items]
         probe, probe_tokens = None, 0
-        if cfg.algo.uses_probe:
+        if self.needs_probe:
             gp = cfg.algo.adaptive.probe_group_size or g
-            # The probe only feeds the controller's statistics: its engine log-probs are unused.
+            # The probe only feeds the controllers' statistics: its engine log-probs are unused.
             probe_rollout, probe_results = self._sample_verify(
                 items, prompts, gp, torch.full((len(items),), cfg.algo.adaptive.tau_base), timer)
             probe_scores = _scores(probe_results, len(items), gp)
             answers = [[r.parsed for r in probe_results[i * gp : (i + 1) * gp]] for i in range(len(items))]
             probe = probe_statistics(probe_scores, answers, cfg.algo.adaptive)
             probe_tokens = probe_rollout.num_generated_tokens
-        if cfg.algo.adaptive_temperature:
-            taus = self.temperature.temperatures(probe.uncertainty)  # [b], state of step start
-        else:
-            taus = torch.full((len(items),), cfg.rollout.temperature)
+        taus = self.temperature.temperatures(probe, len(items))  # [b], controller state of step start
         rollout, results = self._sample_verify(items, prompts, g, taus, timer)
         return Groups(items, rollout, results, _scores(results, len(items), g), probe,
                       rollout.num_generated_tokens + probe_tokens, probe_tokens)

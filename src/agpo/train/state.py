@@ -11,12 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
+from torch import distributed as torch_dist
+from torch.optim.lr_scheduler import LRScheduler
 
-from agpo.algos.controllers import ClipController, StepKLTracker, TemperatureController
+from agpo.algos.controllers import (
+    AdaptiveClip, AdaptiveTemperature, ClipController, FixedClip, FixedTemperature, StepKLTracker,
+    TemperatureController,
+)
 from agpo.errors import UserError
 from agpo.io import DirLock
-from agpo.rollout.engine import prepare_tokenizer, score
+from agpo.rollout.engine import prepare_tokenizer, token_logprobs
 from agpo.tasks import check_prompt_lengths, model_positions
 from agpo.train import checkpoint as ckpt
 from agpo.train.config import RunConfig, from_yaml, save_yaml, to_dict
@@ -26,32 +30,32 @@ from agpo.train.sampling import Sampler
 from agpo.train.setup import (
     PromptStream, load_items, load_models, prepare_run_dir, resolve_device, write_env,
 )
-from agpo.train.update import SkipCounter, UpdateSpec, lr_factor
-from agpo.types import Rollout, TaskItem
+from agpo.train.update import SkipCounter, UpdateSpec, lr_scheduler
+from agpo.types import Rollout
 
 
 @dataclass
 class Run:
     cfg: RunConfig
     dir: Path
-    d: Dist
+    dist: Dist
     device: torch.device
     policy: torch.nn.Module
     tokenizer: Any
     ref: torch.nn.Module | None
     optimizer: torch.optim.Optimizer
+    scheduler: LRScheduler  # its position is the count of optimizer steps, skipped ones included
     generator: torch.Generator
     stream: PromptStream
     reward: Any
     sampler: Sampler
     log: MetricsLog | None
     eval_items: list | None
-    temperature: TemperatureController
-    clip: ClipController
-    step_kl: StepKLTracker
+    temperature: FixedTemperature | AdaptiveTemperature  # τ per prompt (the sampler asks it)
+    clip: FixedClip | AdaptiveClip  # ε per row (the loop asks it)
+    controllers: dict[str, Any]  # the strategies' checkpointed state: temperature, clip, step_kl
     skips: SkipCounter
     step: int = 0
-    opt_steps: int = 0
     tokens_total: int = 0
     lock: DirLock | None = field(default=None, repr=False)
 
@@ -68,17 +72,19 @@ class Run:
         those only.
         """
         d = init_distributed()
-        lock = DirLock(out, "--resume") if resume and d.main else None
+        # The locks taken so far: a start that fails releases them at once, not when the
+        # exception (whose traceback holds the frames) is collected.
+        held = [DirLock(out, "--resume")] if resume and d.main else []
         try:
-            return cls._start(cfg, out, resume, d, lock, flags)
+            return cls._start(cfg, out, resume, d, held, flags)
         except BaseException:
-            if lock is not None:
+            for lock in held:
                 lock.release()
             raise
 
     @classmethod
     def _start(cls, cfg: RunConfig | None, out: Path, resume: bool, d: Dist,
-               lock: DirLock | None, flags: frozenset[str]) -> Run:
+               held: list[DirLock], flags: frozenset[str]) -> Run:
         file_cfg = None
         if resume:
             prepare_run_dir(out, resume=True)
@@ -109,7 +115,7 @@ class Run:
         if d.main:
             if not resume:
                 out.mkdir(parents=True, exist_ok=True)
-                lock = DirLock(out, "--out")
+                held.append(DirLock(out, "--out"))
                 _refuse_taken(out)  # a run that started meanwhile
             if file_cfg != cfg:  # on resume: with the flags given now
                 save_yaml(cfg, out / "config.yaml")
@@ -123,14 +129,15 @@ class Run:
         from agpo.rewards import build_reward
 
         reward = build_reward(cfg.reward)
-        temperature = TemperatureController.from_config(cfg.algo.adaptive)
+        temperature, clip, controllers = _strategies(cfg)
         sampler = Sampler(cfg, policy, tokenizer, reward, generator, temperature,
+                          temperature.needs_probe or clip.needs_probe,
                           _local_items(stream, cfg.train.prompts_per_step, d),
                           lambda flag: any_process(flag, d))
-        run = cls(cfg, out, d, device, policy, tokenizer, ref, optimizer, generator, stream, reward,
-                  sampler, None, eval_items, temperature, ClipController.from_config(cfg.algo.adaptive),
-                  StepKLTracker.from_config(cfg.algo.adaptive), SkipCounter(cfg.train.max_skipped_steps),
-                  lock=lock)
+        scheduler = lr_scheduler(optimizer, opt, cfg.train.optimizer_steps)
+        run = cls(cfg, out, d, device, policy, tokenizer, ref, optimizer, scheduler, generator, stream,
+                  reward, sampler, None, eval_items, temperature, clip, controllers,
+                  SkipCounter(cfg.train.max_skipped_steps), lock=held[0] if held else None)
         if last is not None:
             run._restore(last)  # without one, a resumed run starts over from step 0
         if d.main:
@@ -142,9 +149,9 @@ class Run:
         self.reward.close()
         if self.log is not None:
             self.log.close()
-        if self.d.world > 1 and dist.is_initialized():
-            dist.barrier()  # no process may drop its connections while another still uses them
-            dist.destroy_process_group()
+        if self.dist.world > 1 and torch_dist.is_initialized():
+            torch_dist.barrier()  # no process may drop its connections while another still uses them
+            torch_dist.destroy_process_group()
         if self.lock is not None:
             self.lock.release()
 
@@ -167,11 +174,10 @@ class Run:
             micro_batch_tokens=c.train.micro_batch_tokens,
         )
 
-    def next_lr(self) -> float:
-        """The LR of the next optimizer step (advances the schedule)."""
-        lr = self.cfg.optim.lr * lr_factor(self.opt_steps, self.cfg.optim, self.cfg.train.optimizer_steps)
-        self.opt_steps += 1
-        return lr
+    @property
+    def opt_steps(self) -> int:
+        """Optimizer steps so far, skipped ones included (the LR schedule's position)."""
+        return self.scheduler.last_epoch
 
     def ref_logprobs(self, rollout: Rollout, temps: torch.Tensor) -> torch.Tensor | None:
         """π_ref of the sampled tokens [N, T]: a frozen copy, or (LoRA) the policy with its
@@ -180,35 +186,33 @@ class Run:
             return None
         if self.ref is self.policy:
             with self.policy.disable_adapter():
-                return self.score(rollout, temps)[0]
-        return self.score(rollout, temps, self.ref)[0]
+                return self.logprobs(rollout, temps)[0]
+        return self.logprobs(rollout, temps, self.ref)[0]
 
-    def score(self, rollout: Rollout, temps: torch.Tensor,
-              model: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-probs and entropy [N, T] under ``model`` (default: the policy), micro-batched as
-        the update is."""
+    def logprobs(self, rollout: Rollout, temps: torch.Tensor,
+                 model: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs and entropy [N, T] of the sampled tokens under ``model`` (default: the
+        policy), no gradient, micro-batched as the update is."""
         t = self.cfg.train
-        return score(model if model is not None else self.policy, rollout, temps,
-                     t.micro_batch_size, t.micro_batch_tokens)
+        return token_logprobs(model if model is not None else self.policy, rollout, temps,
+                              t.micro_batch_size, t.micro_batch_tokens)
 
     def gather(self, per_group: torch.Tensor) -> list[float]:
         """A per-prompt value [b] of every process, in global prompt order (rank order)."""
-        return gather([float(v) for v in per_group.detach().cpu().flatten().tolist()], self.d)
+        return gather([float(v) for v in per_group.detach().cpu().flatten().tolist()], self.dist)
 
     def barrier(self) -> None:
-        barrier(self.d)
+        barrier(self.dist)
 
     def controller_metrics(self) -> dict[str, float]:
         """ctrl/ values after this step's commit (the same on every process)."""
-        out = {"ctrl/step_kl": self.step_kl.value}
-        if self.temperature.value is not None:
-            out["ctrl/u_baseline"] = self.temperature.value
-        if self.clip.value is not None:
-            out["ctrl/h_ref"] = self.clip.value
+        c = self.controllers
+        out = {"ctrl/step_kl": c["step_kl"].value}
+        if c["temperature"].value is not None:
+            out["ctrl/u_baseline"] = c["temperature"].value
+        if c["clip"].value is not None:
+            out["ctrl/h_ref"] = c["clip"].value
         return out
-
-    def controllers(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "clip": self.clip, "step_kl": self.step_kl}
 
     # --- checkpoints -------------------------------------------------------------------------
 
@@ -216,45 +220,46 @@ class Run:
         """Checkpoint this step: the main process writes the temporary folder, every other
         process adds its sampling generator to it, then the main process checksums it and
         renames it into place (so a checkpoint under its final name is always complete)."""
-        if self.d.main:
+        if self.dist.main:
             state = {
                 "opt_steps": self.opt_steps,
                 "tokens_total": self.tokens_total,
                 "data": self.stream.state_dict(),
-                "controllers": {k: c.state_dict() for k, c in self.controllers().items()},
+                "controllers": {k: c.state_dict() for k, c in self.controllers.items()},
                 "scheduler": {"opt_steps": self.opt_steps, "schedule": self.cfg.optim.schedule},
                 "skipped_in_a_row": self.skips.run,
-                "world": self.d.world,
+                "world": self.dist.world,
             }
             ckpt.begin_checkpoint(self.dir, self.step, self.policy, self.tokenizer, self.optimizer,
                                   self.generator, state, to_dict(self.cfg))
-        if self.d.world > 1:
-            barrier(self.d)
-            if not self.d.main:
+        if self.dist.world > 1:
+            barrier(self.dist)
+            if not self.dist.main:
                 from safetensors.torch import save_file
 
                 save_file({"sampling": self.generator.get_state()},
-                          str(ckpt.rank_rng_file(ckpt.tmp_dir(self.dir, self.step), self.d.rank)))
-            barrier(self.d)
-        if self.d.main:
+                          str(ckpt.rank_rng_file(ckpt.tmp_dir(self.dir, self.step), self.dist.rank)))
+            barrier(self.dist)
+        if self.dist.main:
             ckpt.commit_checkpoint(self.dir, self.step)
             self._prune()
-        barrier(self.d)
+        barrier(self.dist)
 
     def _restore(self, path: Path) -> None:
         state = ckpt.load_checkpoint(path, self.policy, self.optimizer, self.generator)
-        world = int(state.get("world", self.d.world))
-        if world != self.d.world:
+        world = int(state.get("world", self.dist.world))
+        if world != self.dist.world:
             raise UserError(f"{path}: written by a run of {world} processes; resume it with "
                             f"{world} (each process's sampling stream is in the checkpoint)")
-        self.step, self.opt_steps = int(state["step"]), int(state["opt_steps"])
-        self.tokens_total = int(state["tokens_total"])
+        self.step, self.tokens_total = int(state["step"]), int(state["tokens_total"])
+        self.scheduler = lr_scheduler(self.optimizer, self.cfg.optim, self.cfg.train.optimizer_steps,
+                                      done=int(state["opt_steps"]))
         self.skips.run = int(state.get("skipped_in_a_row", 0))
         self.stream.load_state_dict(state["data"])
-        for k, c in self.controllers().items():
+        for k, c in self.controllers.items():
             c.load_state_dict(state["controllers"][k])
-        if not self.d.main:
-            rank_rng = ckpt.rank_rng_file(path, self.d.rank)
+        if not self.dist.main:
+            rank_rng = ckpt.rank_rng_file(path, self.dist.rank)
             if not rank_rng.is_file():
                 raise UserError(f"{rank_rng}: missing; this process's sampling stream cannot be "
                                 "restored (the checkpoint is incomplete)")
@@ -275,10 +280,24 @@ class Run:
             self.log.write(self.step, metrics)
 
     def write_eval(self, result: dict[str, Any]) -> None:
-        if self.d.main:
+        if self.dist.main:
             out = self.dir / "eval" / f"step_{self.step}.json"
             out.parent.mkdir(exist_ok=True)
             out.write_text(json.dumps(result, indent=1))
+
+
+def _strategies(cfg: RunConfig) -> tuple[FixedTemperature | AdaptiveTemperature, FixedClip | AdaptiveClip,
+                                         dict[str, Any]]:
+    """The temperature and clip strategies of --algo.adaptive-temperature / --algo.adaptive-clip,
+    and the controllers they keep (all three always exist: the checkpoint format is fixed)."""
+    a = cfg.algo.adaptive
+    controllers = {"temperature": TemperatureController(a), "clip": ClipController(a),
+                   "step_kl": StepKLTracker(a)}
+    temperature = (AdaptiveTemperature(controllers["temperature"]) if cfg.algo.adaptive_temperature
+                   else FixedTemperature(cfg.rollout.temperature, controllers["temperature"]))
+    clip = (AdaptiveClip(controllers["clip"], controllers["step_kl"], cfg.train.group_size)
+            if cfg.algo.adaptive_clip else FixedClip(cfg.algo.clip_low, cfg.algo.clip_high))
+    return temperature, clip, controllers
 
 
 def _local_items(stream: PromptStream, global_b: int, d: Dist):  # noqa: ANN202

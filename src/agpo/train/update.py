@@ -8,11 +8,12 @@ processes, so the update does not depend on the micro-batch size or the number o
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.optim.lr_scheduler import LRScheduler
 
 from agpo.algos.advantages import ADVANTAGES, AdvantageConfig, AdvantageOutput
 from agpo.algos.aggregation import AGGREGATIONS, LossNorm
@@ -23,6 +24,7 @@ from agpo.ops import masked_mean
 from agpo.rollout.engine import micro_batches, response_logprobs, select, trim_padding
 from agpo.train.config import OptimConfig
 from agpo.train.dist import all_reduce, all_reduce_grads, world_size
+from agpo.train.metrics import MetricSums
 from agpo.types import Rollout
 
 
@@ -116,14 +118,29 @@ def group_advantages(scores: torch.Tensor, usable: torch.Tensor, name: str,
     return AdvantageOutput(advantages, keep, part.stats)
 
 
-def lr_factor(opt_step: int, cfg: OptimConfig, total: int) -> float:
-    """Multiplier of --optim.lr at optimizer step ``opt_step`` (0-based): warm-up, then decay."""
-    if opt_step < cfg.warmup_steps:
-        return (opt_step + 1) / cfg.warmup_steps
-    if cfg.schedule == "constant":
-        return 1.0
-    frac = min(1.0, (opt_step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
-    return 1.0 - frac if cfg.schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * frac))
+def lr_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total: int,
+                 done: int = 0) -> LRScheduler:
+    """--optim.schedule with --optim.warmup-steps over ``total`` optimizer steps: transformers'
+    ``get_scheduler`` (warm-up k/warmup · lr at 0-based step k, so the first step has LR 0; then
+    constant, or linear / cosine decay to 0 at ``total``). ``done``: steps already taken (a
+    resumed run); the schedule is a closed form of the step, so replaying them is exact."""
+    from transformers import get_scheduler
+
+    for group in optimizer.param_groups:  # the peak is --optim.lr, also after a resume that changes it
+        group["lr"] = group["initial_lr"] = cfg.lr
+    name = "constant_with_warmup" if cfg.schedule == "constant" and cfg.warmup_steps else cfg.schedule
+    scheduler = get_scheduler(name, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=total)
+    for _ in range(done):
+        _advance(scheduler)
+    return scheduler
+
+
+def _advance(scheduler: LRScheduler) -> None:
+    """One step of the schedule. A skipped optimizer step advances it too; torch warns when that
+    happens before any optimizer step (and on a resumed run's replay), which is intended here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler", category=UserWarning)
+        scheduler.step()
 
 
 def update(
@@ -131,15 +148,17 @@ def update(
     optimizer: torch.optim.Optimizer,
     batch: TrainBatch,
     spec: UpdateSpec,
-    lr_at: Callable[[], float],
+    scheduler: LRScheduler | None = None,
     generator: torch.Generator | None = None,
     skips: SkipCounter | None = None,
-) -> dict[str, float]:
-    """Run the update epochs on ``batch``; return loss metrics reduced over micro-batches,
-    mini-batches and processes. ``lr_at()`` gives the LR of the next optimizer step (it advances
-    the schedule, skipped steps included). Mini-batches are whole prompt groups, reshuffled each
-    epoch. A mini-batch whose loss or gradient is not finite is skipped (no optimizer step; the
-    count is ``skipped_steps``); ``skips`` raises NonFiniteError after too many in a row.
+) -> MetricSums:
+    """Run the update epochs on ``batch``; return its loss/ (and first-forward rollout/) metrics,
+    not yet reduced across processes (the loop reduces them with the step's other metrics).
+
+    Each mini-batch's optimizer step uses the optimizer's LR; ``scheduler`` then advances,
+    skipped steps included (None: the LR stays). Mini-batches are whole prompt groups, reshuffled
+    each epoch. A mini-batch whose loss or gradient is not finite is skipped (no optimizer step;
+    counted in loss/skipped_steps); ``skips`` raises NonFiniteError after too many in a row.
     """
     skips = skips if skips is not None else SkipCounter(limit=1 << 62)
     if batch.old_logprobs is None:
@@ -151,15 +170,24 @@ def update(
         from_first_forward = False
     model.train()
     n_groups = batch.advantages.shape[0] // spec.group_size
-    stats = _Stats()
+    stats = MetricSums(main=world_size() == 1 or dist.get_rank() == 0)
+    steps = skipped = 0
     for _ in range(spec.epochs):
         order = (torch.randperm(n_groups, generator=generator) if spec.mini_batches > 1
                  else torch.arange(n_groups))
         for groups in order.tensor_split(spec.mini_batches):  # exactly this many, even if empty
             rows = (groups.unsqueeze(1) * spec.group_size + torch.arange(spec.group_size)).flatten()
-            _mini_batch_step(model, optimizer, batch, rows.sort().values, spec, lr_at(), stats, skips,
-                             from_first_forward)
-    return stats.reduce()
+            stepped = _mini_batch_step(model, optimizer, batch, rows.sort().values, spec, stats, skips,
+                                       first=steps == 0, from_first_forward=from_first_forward)
+            steps, skipped = steps + (stepped is True), skipped + (stepped is False)
+            if scheduler is not None:
+                _advance(scheduler)
+    # A loss share's sum runs over micro-batches and processes; its mean is over optimizer steps.
+    for key in ("loss/pg", "loss/ref_kl", "loss/entropy_bonus", "loss/total"):
+        if key in stats:
+            stats.once(key, 0.0, count=max(steps, 1))
+    stats.once("loss/skipped_steps", float(skipped))
+    return stats
 
 
 def _mini_batch_step(
@@ -168,18 +196,20 @@ def _mini_batch_step(
     batch: TrainBatch,
     rows: torch.Tensor,
     spec: UpdateSpec,
-    lr: float,
-    stats: _Stats,
+    stats: MetricSums,
     skips: SkipCounter,
+    first: bool,
     from_first_forward: bool = False,
-) -> None:
+) -> bool | None:
     """One optimizer step over ``rows`` (indices into the batch), micro-batched; skipped when
-    the loss or gradient is not finite. ``from_first_forward``: π_old is each micro-batch's own
-    forward, written into ``batch.old_logprobs`` as it goes."""
+    the loss or gradient is not finite. Returns True (a step), False (skipped) or None (nothing
+    kept: no step). ``first``: no optimizer step yet, so the forward is π_old's (its entropy and
+    the engine gap are measured); ``from_first_forward``: π_old is each micro-batch's own forward,
+    written into ``batch.old_logprobs`` as it goes."""
     rows = rows.to(batch.loss_mask.device)
     norm = _global_norm(LossNorm.from_mask(batch.loss_mask[rows], spec.max_len))
     if float(norm.tokens) == 0:  # nothing kept anywhere (e.g. all dropped): no step, no Adam drift
-        return
+        return None
     optimizer.zero_grad(set_to_none=True)
     if spec.micro_batch_size < rows.numel() or spec.micro_batch_tokens:
         # Micro-batches of similar response length, so trim_padding can drop the columns past
@@ -189,7 +219,7 @@ def _mini_batch_step(
         rows = rows[torch.sort(lengths, stable=True).indices]
     loss = torch.zeros(())
     for mb in micro_batches(rows, batch.rollout, spec.micro_batch_size, spec.micro_batch_tokens):
-        mb_loss = _micro_batch_loss(model, batch, mb, spec, norm, stats, from_first_forward)
+        mb_loss = _micro_batch_loss(model, batch, mb, spec, norm, stats, first, from_first_forward)
         mb_loss.backward()
         loss = loss + mb_loss.detach().cpu()
     all_reduce_grads(model)
@@ -203,14 +233,12 @@ def _mini_batch_step(
     skips.record(skipped)
     if skipped:
         optimizer.zero_grad(set_to_none=True)  # weights and Adam moments stay as they were
-        stats.skipped += 1
-        return
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+        return False
+    lr = optimizer.param_groups[0]["lr"]
     optimizer.step()
-    stats.per_step("grad_norm", grad_norm.detach())
-    stats.per_step("lr", torch.tensor(lr))
-    stats.steps += 1
+    stats.once("loss/grad_norm", grad_norm.detach())
+    stats.once("loss/lr", torch.tensor(lr))
+    return True
 
 
 def _micro_batch_loss(
@@ -219,7 +247,8 @@ def _micro_batch_loss(
     mb: torch.Tensor,
     spec: UpdateSpec,
     norm: LossNorm,
-    stats: _Stats,
+    stats: MetricSums,
+    first: bool,
     from_first_forward: bool = False,
 ) -> torch.Tensor:
     """Loss of micro-batch rows ``mb``: its share of the mini-batch loss (shares add up)."""
@@ -229,89 +258,42 @@ def _micro_batch_loss(
     # Chunked over tokens: no [n, T', V] logits tensor is kept (agpo.ops.chunked_logprobs_entropy).
     logprobs, entropy = response_logprobs(
         model, rows, batch.temperatures[mb],
-        with_entropy=spec.entropy_coef != 0 or (spec.log_entropy and stats.steps == 0))  # [n, T']
+        with_entropy=spec.entropy_coef != 0 or (spec.log_entropy and first))  # [n, T']
     if entropy is not None and spec.entropy_coef == 0:
         entropy = entropy.detach()  # logged only; differentiable just for the bonus
-    if entropy is not None and stats.steps == 0:
+    if entropy is not None and first:
         # Before the first optimizer step this is π_old's entropy (the rollout/entropy metric).
-        stats.token_mean("entropy", masked_mean(entropy, rows.response_mask), rows.response_mask.sum())
+        stats.mean("rollout/entropy", masked_mean(entropy, rows.response_mask), rows.response_mask.sum())
     if from_first_forward:
         batch.old_logprobs[mb, :t] = logprobs.detach()
-    if spec.log_engine_gap and stats.steps == 0:
+    if spec.log_engine_gap and first:
         gap = (logprobs.detach() - rows.logprobs).abs()  # [n, T']
-        stats.token_mean("engine_logprob_gap", masked_mean(gap, rows.response_mask), rows.response_mask.sum())
+        stats.mean("rollout/engine_logprob_gap", masked_mean(gap, rows.response_mask), rows.response_mask.sum())
     aggregate = AGGREGATIONS.get(spec.aggregation)
     per_token, obj_stats = OBJECTIVES.get(spec.objective)(
         logprobs, batch.old_logprobs[mb][:, :t], batch.advantages[mb], mask,
         batch.clip_low[mb], batch.clip_high[mb],
     )
+    # A loss term's share of the mini-batch loss: shares add up over micro-batches and processes
+    # (their count, the optimizer steps, is added at the end of the update).
     loss = aggregate(per_token, mask, norm)
-    stats.share("pg", loss)
+    stats.add("loss/pg", loss, 0.0)
     if spec.kl_coef != 0 and batch.ref_logprobs is not None:
         ref_kl = aggregate(KL_ESTIMATORS.get(spec.kl_estimator)(logprobs, batch.ref_logprobs[mb][:, :t]), mask, norm)
-        stats.share("ref_kl", ref_kl)
+        stats.add("loss/ref_kl", ref_kl, 0.0)
         loss = loss + spec.kl_coef * ref_kl
     if spec.entropy_coef != 0:
         bonus = aggregate(entropy, mask, norm)
-        stats.share("entropy_bonus", bonus)
+        stats.add("loss/entropy_bonus", bonus, 0.0)
         loss = loss - spec.entropy_coef * bonus
-    stats.share("total", loss)
+    stats.add("loss/total", loss, 0.0)
     tokens = mask.sum()
     for key, value in obj_stats.items():
         if key.endswith("_max"):
-            stats.peak(key, value)
+            stats.peak(f"loss/{key}", value)
         else:
-            stats.token_mean(key, value, tokens)
+            stats.mean(f"loss/{key}", value, tokens)
     return loss
-
-
-class _Stats:
-    """Update metrics, reduced once at the end of the update (one all-reduce, one host sync).
-
-    token_mean: a micro-batch mean, weighted by its tokens. share: a micro-batch's share of its
-    mini-batch loss; shares add up over micro-batches and processes, then average over
-    optimizer steps. per_step: one value per optimizer step (identical on every process).
-    peak: a maximum.
-    """
-
-    def __init__(self) -> None:
-        self.weighted: dict[str, list[torch.Tensor]] = {}
-        self.shares: dict[str, torch.Tensor] = {}
-        self.steps_vals: dict[str, torch.Tensor] = {}
-        self.peaks: dict[str, torch.Tensor] = {}
-        self.steps = 0
-        self.skipped = 0
-
-    def token_mean(self, key: str, value: torch.Tensor, tokens: torch.Tensor) -> None:
-        pair = torch.stack([value.detach().float() * tokens.float(), tokens.float()])
-        self.weighted[key] = self.weighted[key] + pair if key in self.weighted else pair
-
-    def share(self, key: str, value: torch.Tensor) -> None:
-        value = value.detach().float()
-        self.shares[key] = self.shares[key] + value if key in self.shares else value
-
-    def per_step(self, key: str, value: torch.Tensor) -> None:
-        value = value.detach().float().cpu()
-        self.steps_vals[key] = self.steps_vals[key] + value if key in self.steps_vals else value
-
-    def peak(self, key: str, value: torch.Tensor) -> None:
-        value = value.detach().float()
-        self.peaks[key] = torch.maximum(self.peaks[key], value) if key in self.peaks else value
-
-    def reduce(self) -> dict[str, float]:
-        wk, sk, pk = sorted(self.weighted), sorted(self.shares), sorted(self.peaks)
-        flat = torch.cat([torch.stack([self.weighted[k] for k in wk]).flatten() if wk else torch.zeros(0),
-                          torch.stack([self.shares[k] for k in sk]) if sk else torch.zeros(0)]).cpu()
-        peaks = torch.stack([self.peaks[k] for k in pk]).cpu() if pk else torch.zeros(0)
-        flat, peaks = all_reduce(flat), all_reduce(peaks, dist.ReduceOp.MAX)
-        vals = flat.tolist()
-        out = {k: vals[2 * i] / max(vals[2 * i + 1], 1e-12) for i, k in enumerate(wk)}
-        steps = max(self.steps, 1)
-        out.update({k: vals[2 * len(wk) + i] / steps for i, k in enumerate(sk)})
-        out.update({k: float(v) / steps for k, v in self.steps_vals.items()})
-        out.update({k: float(v) for k, v in zip(pk, peaks.tolist(), strict=True)})
-        out["skipped_steps"] = float(self.skipped)
-        return out
 
 
 def _global_norm(norm: LossNorm) -> LossNorm:

@@ -26,8 +26,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from agpo.errors import UserError  # noqa: E402
-from agpo.rollout import SamplingConfig, build_engine, score  # noqa: E402
-from agpo.testbed.tiny import char_tokenizer, tiny_llama  # noqa: E402
+from agpo.rollout import SamplingConfig, build_engine, token_logprobs  # noqa: E402
+from agpo.models.tiny import char_tokenizer, tiny_llama  # noqa: E402
 
 TOL = 1e-4
 CFG = SamplingConfig(max_new_tokens=12, engine="vllm", vllm_kv_cache_gb=1)
@@ -59,7 +59,7 @@ def engine(policy, tok):
 
 
 def _gap(policy, rollout) -> torch.Tensor:
-    trainer, _ = score(policy, rollout, rollout.temperatures, 64)
+    trainer, _ = token_logprobs(policy, rollout, rollout.temperatures, 64)
     return ((trainer - rollout.logprobs).abs() * rollout.response_mask).max()
 
 
@@ -82,7 +82,7 @@ def test_per_prompt_temperatures_reach_the_engine(engine, policy):
     r = engine.sample(rows, taus, CFG, torch.Generator().manual_seed(1))
     assert torch.equal(r.temperatures, taus)
     assert _gap(policy, r) < TOL
-    swapped, _ = score(policy, r, taus.flip(0), 64)
+    swapped, _ = token_logprobs(policy, r, taus.flip(0), 64)
     mask = r.response_mask.float()
     assert float(((swapped - r.logprobs).abs() * mask).sum() / mask.sum()) > 0.1
     # Cold rows draw likely tokens: their mean log-prob is above the hot rows'. (A random tiny

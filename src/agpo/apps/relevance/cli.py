@@ -251,7 +251,7 @@ def _demo(cfg: Any) -> int:
 
 
 def _commands() -> dict[str, tuple[type, Any, str]]:
-    from agpo.apps.relevance.demo import DemoConfig
+    from agpo.apps.relevance.demo import RelevanceDemoConfig
 
     return {
         "stats": (StatsArgs, _stats, "counts of a dataset (labels, splits, locales, join misses)"),
@@ -259,7 +259,8 @@ def _commands() -> dict[str, tuple[type, Any, str]]:
         "annotate": (AnnotateArgs, _annotate, "label a pool with a teacher (resumable)"),
         "distill": (DistillArgs, _distill, "train a student on teacher labels"),
         "evaluate": (EvaluateArgs, _evaluate, "score a student or annotations against human labels"),
-        "demo": (DemoConfig, _demo, "students on human vs GRPO/AGPO-teacher labels (synthetic world)"),
+        "demo": (RelevanceDemoConfig, _demo,
+                 "students on human vs GRPO/AGPO-teacher labels (synthetic world)"),
     }
 
 

@@ -65,7 +65,7 @@ class WorldConfig:
 
 
 @dataclass(frozen=True)
-class DemoConfig:
+class RelevanceDemoConfig:
     """Students on human labels vs on GRPO-, AGPO- and AsymGRPO-teacher labels, synthetic world."""
 
     out: Path = Path("runs/relevance_demo")
@@ -100,7 +100,7 @@ class DemoConfig:
         if bad or not self.backbones:
             raise ValueError(f"--backbones {bad or '()'}: use {', '.join(BACKBONES)}")
 
-    def resolved(self) -> DemoConfig:
+    def resolved(self) -> RelevanceDemoConfig:
         if not self.tiny:
             return self
         return replace(
@@ -129,7 +129,7 @@ def student_config(cfg: StudentConfig, backbone: str, seed: int) -> StudentConfi
     return replace(cfg, **BACKBONES[backbone], lr=lr, epochs=min(cfg.epochs, 3), seed=cfg.seed + seed)
 
 
-def run_seed(cfg: DemoConfig, seed: int, out: Path) -> dict[str, Any]:
+def run_seed(cfg: RelevanceDemoConfig, seed: int, out: Path) -> dict[str, Any]:
     """One seed of the demo into ``out``: teachers, annotations, students; returns its rows."""
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -301,7 +301,7 @@ def preconditions(seeds: Sequence[dict[str, Any]], students: str, noise: float) 
     }
 
 
-def run_demo(cfg: DemoConfig) -> dict[str, Any]:
+def run_demo(cfg: RelevanceDemoConfig) -> dict[str, Any]:
     """Run the demo into ``cfg.out``; returns results.json's content."""
     cfg = cfg.resolved()
     out = Path(cfg.out)

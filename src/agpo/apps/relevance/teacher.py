@@ -93,7 +93,7 @@ def warm_start(
     too, so the teacher can read the items it will annotate. Without a corpus the supervised
     phase also models the prompt text (``context_weight`` 1), the only text it has.
     """
-    from agpo.testbed.tiny import tiny_llama
+    from agpo.models.tiny import tiny_llama
     from agpo.train.sft import SFTConfig, sft
 
     labelled = [p for p in pairs if p.label is not None]
@@ -128,7 +128,7 @@ def word_tokenizer(texts: Sequence[str], scheme: LabelScheme):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from agpo.testbed.tiny import BOS, EOS, PAD
+    from agpo.models.tiny import BOS, EOS, PAD
 
     vocab = {PAD: 0, BOS: 1, EOS: 2, "<unk>": 3}
     splitter = pre_tokenizers.Whitespace()

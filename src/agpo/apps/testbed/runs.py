@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from agpo.testbed.build import Recipe, build_base_model, model_dir
-from agpo.testbed.methods import METHODS, TASK, TOKENS_PER_RESPONSE, Method
+from agpo.models.testbed import Recipe, build_base_model, model_dir
+from agpo.apps.testbed.methods import METHODS, TASK, TOKENS_PER_RESPONSE, Method
 
 if TYPE_CHECKING:  # the trainer is imported when training starts: `agpo demo --help` stays quick
     from agpo.train.config import RunConfig
@@ -167,7 +167,7 @@ def evaluate_model(model: Path, out: Path, b: Budget) -> Path:
 
 def eval_total(b: Budget) -> int:
     """Samples one evaluation writes: problems × n."""
-    from agpo.testbed.tasks import TEST_SIZE
+    from agpo.tasks.testbed import TEST_SIZE
 
     return min(b.limit or TEST_SIZE, TEST_SIZE) * b.n
 

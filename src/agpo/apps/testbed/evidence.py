@@ -6,7 +6,7 @@ Intervals are 95% bootstrap intervals over problems within one seed (paired for 
 seeds are reported one by one, never pooled, because the organism is bimodal (TESTBED.md).
 A claim "holds" in a seed by a rule fixed here in advance; the table shows the numbers either way.
 All trainings and evaluations of all seeds are jobs for ``--jobs`` worker processes
-(agpo.testbed.runs); finished ones are reused and half-done ones resume, so an interrupted
+(agpo.apps.testbed.runs); finished ones are reused and half-done ones resume, so an interrupted
 evidence run continues where it stopped. The tables are rewritten after every evaluation.
 """
 
@@ -25,9 +25,9 @@ from rich.console import Console
 
 from agpo.errors import UserError
 from agpo.eval.bootstrap import mean_ci
-from agpo.testbed.methods import METHODS, check_methods, label_of
-from agpo.testbed.report import Counts, evidence_page, load_counts, s_problem_ids, seed_curves
-from agpo.testbed.runs import Budget, Job, default_jobs, execute, seed_jobs
+from agpo.apps.testbed.methods import METHODS, check_methods, label_of
+from agpo.apps.testbed.report import Counts, evidence_page, load_counts, s_problem_ids, seed_curves
+from agpo.apps.testbed.runs import Budget, Job, default_jobs, execute, seed_jobs
 
 # The methods the claims need come first, so a partial run already tests them.
 EVIDENCE_METHODS = (
@@ -47,7 +47,7 @@ class EvidenceConfig:
     seeds: int = 3
     """Number of seeds (0, 1, …): each has its own base model and RL runs."""
     methods: tuple[str, ...] = EVIDENCE_METHODS
-    """Methods to train (names: see agpo.testbed.methods.METHODS)."""
+    """Methods to train (names: see agpo.apps.testbed.methods.METHODS)."""
     steps: int = 300
     """Token budget in RL steps without probe groups (as agpo demo)."""
     n: int = 256
@@ -246,7 +246,7 @@ def write_tables(out: Path, seeds: Sequence[dict], wall_s: float) -> Path:
     verdicts, models = tables(seeds)
     lines = ["# agpo testbed evidence", "",
              f"95% bootstrap intervals over held-out problems within each seed; n = {n}. "
-             "A claim holds in a seed by the rule in its docstring (agpo.testbed.evidence).", "",
+             "A claim holds in a seed by the rule in its docstring (agpo.apps.testbed.evidence).", "",
              verdicts, models, f"Wall time: {wall_s:.0f} s", ""]
     (out / "evidence.md").write_text("\n".join(lines))
     (out / "evidence.json").write_text(json.dumps(list(seeds), indent=1) + "\n")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from agpo.testbed import build
-from agpo.testbed.build import Recipe, build_base_model
+from agpo.models import testbed as build
+from agpo.models.testbed import Recipe, build_base_model
 
 # Small enough to build in about a second; the build path is the shipped one.
 TINY = replace(Recipe(), steps=12, batch=16, hidden=32, warmup=2)
@@ -65,7 +65,7 @@ def test_encode_batch_equals_the_tokenizer() -> None:
 
 def test_corpus_mixture() -> None:
     # 20,000 draws: strategy B ≈ 3%, S ≈ 20%, the tens digit always the strategy's own.
-    from agpo.testbed import tasks
+    from agpo.tasks import testbed as tasks
 
     rng, recipe = random.Random(1), Recipe()
     texts = [build.corpus_text(rng, recipe, frozenset()) for _ in range(20000)]

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agpo.errors import UserError
+from agpo.tasks.base import TASKS
 from agpo.types import TaskItem
 
 ALPHABET = "0123456789+= \t"
@@ -161,6 +162,7 @@ def to_item(p: Problem, index: int, split: str, task: str) -> TaskItem:
     )
 
 
+@TASKS.register("testbed_add")
 def load_testbed_add(split: str = "test", limit: int | None = None) -> list[TaskItem]:
     """The fixed held-out problems (``test``, 200) or the RL training problems (``train``)."""
     if split not in _SPLIT_SEED:
@@ -210,6 +212,7 @@ def to_steps_item(p: Problem, index: int, split: str) -> TaskItem:
                     {**item.meta, "exact_pattern": STEPS_PATTERN})
 
 
+@TASKS.register("testbed_add_steps")
 def load_testbed_add_steps(split: str = "test", limit: int | None = None) -> list[TaskItem]:
     """testbed_add's problems (same splits, same order), graded on the answer after "|"."""
     if split not in _SPLIT_SEED:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 import tyro
 
-from agpo.testbed.build import Recipe
+from agpo.models.testbed import Recipe
 
 USAGE = "usage: agpo testbed {build,evidence} [flags]   (agpo testbed build --help)"
 
@@ -30,7 +30,7 @@ def build_main(argv: list[str]) -> int:
     import torch
     from rich.progress import Progress
 
-    from agpo.testbed.build import build_base_model
+    from agpo.models.testbed import build_base_model
 
     cfg = tyro.cli(BuildConfig, args=argv, prog="agpo testbed build")
     torch.set_num_threads(1)
@@ -45,7 +45,7 @@ def build_main(argv: list[str]) -> int:
 
 
 def evidence_main(argv: list[str]) -> int:
-    from agpo.testbed.evidence import EvidenceConfig, run_evidence
+    from agpo.apps.testbed.evidence import EvidenceConfig, run_evidence
 
     run_evidence(tyro.cli(EvidenceConfig, args=argv, prog="agpo testbed evidence"))
     return 0

@@ -15,7 +15,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from agpo.eval.passk import pass_at_k
 from agpo.rollout import SamplingConfig, sample
-from agpo.testbed import tasks
+from agpo.tasks import testbed as tasks
 from agpo.types import TaskItem
 
 

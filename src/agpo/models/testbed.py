@@ -25,8 +25,8 @@ from transformers import PreTrainedTokenizerFast
 
 from agpo.errors import UserError
 from agpo.models import cache_root
-from agpo.testbed import tasks
-from agpo.testbed.tiny import char_tokenizer, tiny_llama
+from agpo.tasks import testbed as tasks
+from agpo.models.tiny import char_tokenizer, tiny_llama
 
 RECIPE_VERSION = 2
 """Bumped whenever the corpus or the training code changes what a recipe produces."""

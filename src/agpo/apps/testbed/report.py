@@ -25,8 +25,8 @@ from agpo.eval.report import (
 )
 from agpo.eval.samples import SAMPLES, iter_rows
 from agpo.eval.summary import ProblemTally, tally
-from agpo.testbed import tasks
-from agpo.testbed.methods import label_of
+from agpo.tasks import testbed as tasks
+from agpo.apps.testbed.methods import label_of
 
 S_NAME = "S problems (units carry)"
 
@@ -211,7 +211,7 @@ def evidence_page(
     body = (f"<p>{len(seeds)} seeds, each its own base model and RL runs; intervals are 95% "
             "bootstrap intervals over held-out problems within one seed (paired for "
             "differences); seeds are never pooled. A claim holds in a seed by the rule fixed in "
-            f"advance in agpo.testbed.evidence. Wall time {wall_s:.0f} s.</p>"
+            f"advance in agpo.apps.testbed.evidence. Wall time {wall_s:.0f} s.</p>"
             f"<h2>verdicts</h2>{markdown_to_html_table(verdicts)}"
             f"<h2>pass@k</h2><img alt='pass@k per seed' src='data:image/png;base64,{img}'>"
             f"<h2>models</h2>{markdown_to_html_table(models)}")

@@ -12,9 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agpo.tasks import load_task
-from agpo.testbed import build, tasks
-from agpo.testbed.build import Recipe, build_base_model
-from agpo.testbed.tasks import Problem
+from agpo.models import testbed as build
+from agpo.tasks import testbed as tasks
+from agpo.models.testbed import Recipe, build_base_model
+from agpo.tasks.testbed import Problem
 
 STEPS = Recipe(task="testbed_add_steps")
 

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agpo.tasks import load_task
-from agpo.testbed import tasks
-from agpo.testbed.tasks import Problem
+from agpo.tasks import testbed as tasks
+from agpo.tasks.testbed import Problem
 
 
 def test_hand_worked_problem() -> None:

@@ -5,7 +5,7 @@ same generated-token budget, evaluates the base model and every trained model at
 held-out problem, and writes a report: pass@k curves of every model (all problems, and beside
 them the S niche that only the base model's rare strategy solves), a pass@1 / pass@n table with
 S@n, and the training dynamics of the methods on shared axes. The trainings and evaluations run
-in ``--jobs`` worker processes (agpo.testbed.runs); see agpo.testbed.tasks for why this task
+in ``--jobs`` worker processes (agpo.apps.testbed.runs); see agpo.tasks.testbed for why this task
 shows boundary shrinkage. The pieces: methods.py (what is compared), runs.py (the work),
 report.py (what is reported).
 """
@@ -22,12 +22,12 @@ import tyro
 from rich.console import Console
 
 from agpo.errors import UserError
-from agpo.testbed import tasks
-from agpo.testbed.methods import DEMO_METHODS, METHODS, check_methods, label_of
-from agpo.testbed.report import (
+from agpo.tasks import testbed as tasks
+from agpo.apps.testbed.methods import DEMO_METHODS, METHODS, check_methods, label_of
+from agpo.apps.testbed.report import (
     demo_report, steps_taken, summarize_eval, write_plots, write_summary,
 )
-from agpo.testbed.runs import Budget, default_jobs, execute, seed_jobs
+from agpo.apps.testbed.runs import Budget, default_jobs, execute, seed_jobs
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class DemoConfig(Budget):
     """Output folder (base eval, one run + eval per method, report.html, summary.md); an
     interrupted demo re-run with the same folder continues where it stopped."""
     methods: tuple[str, ...] = DEMO_METHODS
-    """Methods to train (names: see agpo.testbed.methods.METHODS)."""
+    """Methods to train (names: see agpo.apps.testbed.methods.METHODS)."""
     jobs: int = 0
     """Parallel worker processes, one torch thread each (0: the cores available). The results
     do not depend on it."""
