@@ -77,7 +77,7 @@ def rl_step(run: Run) -> dict[str, float]:
                               run.generator if run.generator.device.type == "cpu" else None, run.skips)
     old_logprobs = batch.old_logprobs  # [N, T], filled by the update when it measured them
     # 6. After the update: policy drift (KL̄_step's input) and AsymGRPO's positive log-prob increment.
-    trainer_lp = None if entropy is None or run.sampler.engine.exact_logprobs else old_logprobs  # engine gap
+    trainer_lp = None if run.sampler.engine.exact_logprobs else old_logprobs  # for the engine gap
     means = {**rollout_metrics(rollout, entropy, trainer_lp), **group_metrics(scores, raw, usable, world)}
     drift = None
     if run.clip.needs_drift or cfg.log.post_update_stats:

@@ -170,7 +170,6 @@ class Run:
             epochs=c.train.epochs, mini_batches=c.train.mini_batches_per_epoch,
             micro_batch_size=c.train.micro_batch_size, group_size=c.train.group_size,
             grad_clip=c.optim.grad_clip, log_entropy=c.old_logprobs_in_update,
-            log_engine_gap=c.old_logprobs_in_update and not self.sampler.engine.exact_logprobs,
             micro_batch_tokens=c.train.micro_batch_tokens,
         )
 

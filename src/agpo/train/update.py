@@ -69,9 +69,6 @@ class UpdateSpec:
     grad_clip: float
     log_entropy: bool = False
     """Measure π_old's token entropy in the first forward (when no separate scoring pass did)."""
-    log_engine_gap: bool = False
-    """Measure mean |engine − trainer| log-prob of the sampled tokens in the first forward
-    (``engine_logprob_gap``): vLLM's kernels differ from the trainer's."""
     micro_batch_tokens: int = 0
     """With > 0, a micro-batch also holds at most this many padded tokens."""
 
@@ -203,8 +200,8 @@ def _mini_batch_step(
 ) -> bool | None:
     """One optimizer step over ``rows`` (indices into the batch), micro-batched; skipped when
     the loss or gradient is not finite. Returns True (a step), False (skipped) or None (nothing
-    kept: no step). ``first``: no optimizer step yet, so the forward is π_old's (its entropy and
-    the engine gap are measured); ``from_first_forward``: π_old is each micro-batch's own forward,
+    kept: no step). ``first``: no optimizer step yet, so the forward is π_old's (its entropy is
+    measured); ``from_first_forward``: π_old is each micro-batch's own forward,
     written into ``batch.old_logprobs`` as it goes."""
     rows = rows.to(batch.loss_mask.device)
     norm = _global_norm(LossNorm.from_mask(batch.loss_mask[rows], spec.max_len))
@@ -266,9 +263,6 @@ def _micro_batch_loss(
         stats.mean("rollout/entropy", masked_mean(entropy, rows.response_mask), rows.response_mask.sum())
     if from_first_forward:
         batch.old_logprobs[mb, :t] = logprobs.detach()
-    if spec.log_engine_gap and first:
-        gap = (logprobs.detach() - rows.logprobs).abs()  # [n, T']
-        stats.mean("rollout/engine_logprob_gap", masked_mean(gap, rows.response_mask), rows.response_mask.sum())
     aggregate = AGGREGATIONS.get(spec.aggregation)
     per_token, obj_stats = OBJECTIVES.get(spec.objective)(
         logprobs, batch.old_logprobs[mb][:, :t], batch.advantages[mb], mask,
