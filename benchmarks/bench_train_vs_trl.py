@@ -1,5 +1,6 @@
 """Training throughput: agpo's trainer vs TRL's GRPOTrainer on the identical workload, and
-agpo's step time against its floor. One invocation measures everything (ratios are what count).
+agpo's step time against its floor. One invocation measures everything (ratios are what count),
+each measurement in a fresh process.
 
 Real workload (--model smollm2-135m-instruct --prompts 8, the target): SmolLM2-135M-Instruct,
 8 chat-template word problems × 8 samples, at most 128 new tokens, math-verify reward, one update
@@ -41,13 +42,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import statistics
-import gc
 import random
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -156,7 +159,6 @@ def run_agpo(model_dir: Path, task: Path, b: int, steps: int, threads: int, out:
         "--rollout.engine", engine, "--rollout.vllm-kv-cache-gb", str(wl.kv_cache_gb),
     ]
     main(argv)
-    gc.collect()  # the run's vLLM engine and its KV cache go before the next measurement
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     state = json.loads(next((out / "checkpoints").glob("step_*/trainer_state.json")).read_text())
     phases = {k.removeprefix("perf/time_"): statistics.mean(r.get(k, 0.0) for r in rows[1:])
@@ -198,8 +200,6 @@ def run_floor(model_dir: Path, task: Path, b: int, steps: int, wl: Workload, eng
         times.append(time.perf_counter() - t0)
         updates.append(time.perf_counter() - t1)
     sampler.close()
-    del sampler
-    gc.collect()
     return Measured(times[1:], statistics.mean(lengths), update_times=updates[1:])
 
 
@@ -254,10 +254,17 @@ def run_trl(model_dir: Path, task: Path, b: int, steps: int, out: Path, settings
     verifier.close()
     ends = [start, *stamps]
     opt_steps = trainer.state.global_step
-    del trainer, model
-    gc.collect()
     return Measured([ends[i + 1] - ends[i] for i in range(1, len(stamps))], statistics.mean(lengths),
                     len(lengths) and sum(lengths), opt_steps)
+
+
+def _in_own_process(job: partial, threads: int) -> Measured:
+    """Run one measurement in a fresh process: nothing one trainer leaves behind (vLLM's CPU
+    backend binds the process's OpenMP threads, allocator state, imported kernels) slows the
+    next."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=torch.set_num_threads, initargs=(threads,)) as pool:
+        return pool.submit(job).result()
 
 
 def _rounded(d: dict[str, float]) -> dict[str, float]:
@@ -298,15 +305,15 @@ def main() -> None:
                 model_dir, task = build(work, max(b, 8) * args.steps, wl)
                 jobs = {}
                 for e in args.engine:
-                    jobs[f"agpo:{e}"] = lambda e=e: run_agpo(model_dir, task, b, args.steps, args.threads,  # noqa: B023
-                                                             work / f"agpo-{e}", wl, e)
-                    jobs[f"floor:{e}"] = lambda e=e: run_floor(model_dir, task, b, args.steps, wl, e)  # noqa: B023
-                jobs["trl"] = lambda: run_trl(model_dir, task, b, args.steps, work / "trl", trl_settings, wl)  # noqa: B023
+                    jobs[f"agpo:{e}"] = partial(run_agpo, model_dir, task, b, args.steps, args.threads,
+                                                work / f"agpo-{e}", wl, e)
+                    jobs[f"floor:{e}"] = partial(run_floor, model_dir, task, b, args.steps, wl, e)
+                jobs["trl"] = partial(run_trl, model_dir, task, b, args.steps, work / "trl", trl_settings, wl)
                 # Rotating the order spreads the machine's slow phases over every measurement.
                 names = list(jobs)[rnd % len(jobs):] + list(jobs)[: rnd % len(jobs)]
                 got: dict[str, Measured] = {}
                 for name in names:
-                    got[name] = jobs[name]()
+                    got[name] = _in_own_process(jobs[name], args.threads)
                     # each measurement as it lands: a long run stopped early still shows them
                     print(f"# {b}×{G} round {rnd} {name}: s/step {[round(x, 2) for x in got[name].times]}, "
                           f"tok/completion {got[name].tokens_per_completion:.1f}"

@@ -132,3 +132,31 @@ def test_chunked_scoring_on_the_real_vocabulary(cache: Path, monkeypatch: pytest
         full = response_logprobs(model, rows, rows.temperatures)
     torch.testing.assert_close(chunked[0], full[0], atol=2e-5, rtol=0)
     torch.testing.assert_close(chunked[1], full[1], atol=2e-5, rtol=0)
+
+
+def test_a_shared_chat_prompt_on_the_real_model(cache: Path) -> None:
+    # A group's chat prompt runs once (its KV cache indexed out to the G rows): the same
+    # log-probs and gradients as running it in every row, on the real architecture and vocabulary.
+    from agpo.models import load
+    from agpo.rollout.engine import response_logprobs
+    from agpo.types import Rollout
+
+    model, tok = load(SMOLLM2)
+    chat = tok.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}], tokenize=False,
+                                   add_generation_prompt=True)
+    prompt = tok([chat], return_tensors="pt").input_ids.repeat(3, 1)  # [3, P]: one group
+    answers = tok(["5", "It is 5.", "2 + 3 = 6"], return_tensors="pt", padding="longest",
+                  padding_side="right", add_special_tokens=False)
+    rows = Rollout(prompt_ids=prompt, prompt_mask=torch.ones_like(prompt),
+                   response_ids=answers.input_ids, response_mask=answers.attention_mask,
+                   logprobs=torch.zeros(answers.input_ids.shape), temperatures=torch.tensor([1.0, 0.7, 1.0]),
+                   truncated=torch.zeros(3, dtype=torch.bool), texts=["", "", ""])
+    weight = model.model.layers[0].self_attn.q_proj.weight
+    got = []
+    for share in (True, False):
+        model.zero_grad()
+        lp, _ = response_logprobs(model, rows, rows.temperatures, with_entropy=False, share_prompts=share)
+        lp.sum().backward()
+        got.append((lp.detach(), weight.grad.clone()))
+    torch.testing.assert_close(got[0][0], got[1][0], atol=1e-4, rtol=0)
+    torch.testing.assert_close(got[0][1], got[1][1], atol=1e-6, rtol=1e-3)

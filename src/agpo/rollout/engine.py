@@ -11,7 +11,9 @@ unless explicitly allowed.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import inspect
 from collections.abc import Callable, Sequence
 
 import torch
@@ -121,15 +123,12 @@ def _sample_batch(
     # Left padding shifts every row; positions count real tokens only so a padded row sees the
     # same positions as it would alone.
     pos = (attn.cumsum(-1) - 1).clamp_min(0)
-    out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=pos, use_cache=True,
-                logits_to_keep=1)
-    cache = getattr(out, CACHE)
-    layers = getattr(cache, "layers", None)  # transformers' Cache; legacy tuple caches have none
-    compactable = bool(layers) and all(hasattr(layer, "batch_select_indices") for layer in layers)
+    next_logits, cache = _prefill(model, prompt_ids, attn, pos)  # [n, V] and every row's KV cache
+    compactable = _selectable(cache)
     rows = torch.arange(n, device=device)  # the prompt row of each row still in the decode batch
     done = torch.zeros(n, dtype=torch.bool, device=device)  # [m]: finished, still in the batch
     for t in range(width):
-        logits = out.logits[:, -1].float()  # [m, V]
+        logits = next_logits.float()  # [m, V]
         logp = F.log_softmax(logits if inv_tau is None else logits * inv_tau, dim=-1)  # [m, V]
         tok = _draw(logp, cfg.top_p, _race_noise(n, logp.shape[-1], rows, device, generator))  # [m]
         alive = ~done
@@ -151,8 +150,8 @@ def _sample_batch(
             inv_tau = None if inv_tau is None else inv_tau[keep]
         attn = torch.cat([attn, attn.new_ones(attn.shape[0], 1)], dim=-1)
         pos = pos[:, -1:] + 1
-        out = model(input_ids=tok.masked_fill(done, pad).unsqueeze(-1), attention_mask=attn,
-                    position_ids=pos, use_cache=True, **{CACHE: cache})
+        next_logits = model(input_ids=tok.masked_fill(done, pad).unsqueeze(-1), attention_mask=attn,
+                            position_ids=pos, use_cache=True, **{CACHE: cache}).logits[:, -1]
 
     response_ids, response_mask, logprobs = response_ids[:, :width], response_mask[:, :width], logprobs[:, :width]
     lengths = response_mask.sum(-1)  # [n] ≥ 1: every row draws at least one token
@@ -171,6 +170,33 @@ def _sample_batch(
         truncated=~torch.isin(last, stop),
         texts=texts,
     )
+
+
+def _prefill(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+             pos: torch.Tensor) -> tuple[torch.Tensor, object]:
+    """The prompt forward of a decode batch: the last position's logits [n, V] and the KV cache of
+    all n rows. A prompt that several rows repeat (a group's G samples) runs once and its cache
+    is indexed out to them (the same values, rounded as a forward over fewer rows)."""
+    distinct = _distinct_prompts(prompt_ids, prompt_mask)
+    src = slice(None) if distinct is None else distinct[0]
+    out = model(input_ids=prompt_ids[src], attention_mask=prompt_mask[src], position_ids=pos[src],
+                use_cache=True, logits_to_keep=1)
+    cache = getattr(out, CACHE)
+    if distinct is None:
+        return out.logits[:, -1], cache
+    if not _selectable(cache):  # a cache that cannot be indexed: every row runs its prompt
+        out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=pos, use_cache=True,
+                    logits_to_keep=1)
+        return out.logits[:, -1], getattr(out, CACHE)
+    cache.batch_select_indices(distinct[1])
+    return out.logits[distinct[1], -1], cache
+
+
+def _selectable(cache: object) -> bool:
+    """Whether the KV cache can keep a subset of its rows (``batch_select_indices``): transformers'
+    Cache of layers that do; legacy tuple caches and some layer kinds cannot."""
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(hasattr(layer, "batch_select_indices") for layer in layers)
 
 
 def _race_noise(
@@ -231,9 +257,10 @@ def concat(parts: list[Rollout], pad: int) -> Rollout:
     )
 
 
-def trim_padding(rows: Rollout) -> Rollout:
+def trim_padding(rows: Rollout, prompt: bool = True) -> Rollout:
     """The same rows without the columns that are padding in every row: leading prompt columns
-    (left padding) and trailing response columns (past every row's end), [n, P'] / [n, T'].
+    (left padding; not with ``prompt=False``) and trailing response columns (past every row's
+    end), [n, P'] / [n, T'].
 
     Exact: positions count real tokens only and attention is causal, so no kept token's logits
     change. The forward and backward then skip those columns entirely, which matters once rows
@@ -242,7 +269,7 @@ def trim_padding(rows: Rollout) -> Rollout:
     keep_p = rows.prompt_mask.any(0)  # [P]
     keep_t = rows.response_mask.any(0)  # [T]
     # At least one prompt column stays: its position predicts the first response token.
-    p0 = min(int(keep_p.long().argmax()), max(rows.prompt_ids.shape[1] - 1, 0))
+    p0 = min(int(keep_p.long().argmax()), max(rows.prompt_ids.shape[1] - 1, 0)) if prompt else 0
     t = max(int(keep_t.nonzero().max()) + 1 if bool(keep_t.any()) else 1, 1)
     if p0 == 0 and t == rows.response_ids.shape[1]:
         return rows
@@ -265,25 +292,157 @@ def response_logits(
     response_ids: torch.Tensor,
     response_mask: torch.Tensor,
     temperatures: torch.Tensor,
+    share_prompts: bool = True,
+    prompts: object | None = None,
 ) -> torch.Tensor:
     """Tempered logits predicting each response token: logits / τ_row, [n, T, V].
 
     prompt_ids/prompt_mask [n, P] (left-padded), response_ids/response_mask [n, T], temperatures
-    [n]. Differentiable: the training update calls this under autograd.
+    [n]; ``share_prompts`` and ``prompts``: see ``response_states``. Differentiable: the
+    training update calls this under autograd.
     """
-    t = response_ids.shape[1]
-    ids = torch.cat([prompt_ids, response_ids], dim=1)  # [n, P+T]
-    attn = torch.cat([prompt_mask, response_mask], dim=1)
-    pos = (attn.cumsum(-1) - 1).clamp_min(0)
-    # Position P-1+i predicts response token i; the last position predicts nothing we need.
-    logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False,
-                   logits_to_keep=t + 1).logits[:, :t].float()  # [n, T, V]
+    logits = response_states(model, prompt_ids, prompt_mask, response_ids, response_mask,
+                             "logits", share_prompts, prompts).float()  # [n, T, V]
     temperatures = temperatures.to(logits.device).float()
     # x / 1 == x exactly, so at τ = 1 (the usual case) skip a full-vocabulary [n, T, V] tensor
     # and its backward; the check is one host sync, far cheaper than that tensor on a real vocab.
     if bool((temperatures == 1.0).all()):
         return logits
     return logits / temperatures.view(-1, 1, 1)
+
+
+def response_states(
+    net: torch.nn.Module,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+    field: str,
+    share_prompts: bool = True,
+    prompts: object | None = None,
+) -> torch.Tensor:
+    """``net``'s output ``field`` (``logits`` of a causal LM, ``last_hidden_state`` of its
+    decoder) at the positions that predict the response tokens, [n, T, X]: the last prompt
+    position and every response position but the last.
+
+    prompt_ids/prompt_mask [n, P] (left-padded), response_ids/response_mask [n, T] (right-padded).
+    ``prompts``: a transformers KV cache holding each row's prompt but its last token
+    (``PromptCache.for_rows``); the rows then run only their last prompt token and their response
+    against it. Without one, ``share_prompts`` builds it for these rows when some repeat a prompt
+    (a group's G samples): each distinct prompt runs once.
+    """
+    t = response_ids.shape[1]
+    if prompts is None and share_prompts:
+        shared = PromptCache.build(net, prompt_ids, prompt_mask)
+        prompts = shared.for_rows(shared.inverse) if shared is not None else None
+    if prompts is not None:
+        p = prompts.get_seq_length() + 1  # the cache's columns + the rows' last prompt token
+        ids = torch.cat([prompt_ids[:, -1:], response_ids[:, :-1]], dim=1)  # [n, T]
+        attn = torch.cat([prompt_mask[:, -p:], response_mask[:, :-1]], dim=1)  # [n, P+T-1]: cache + own
+        pos = (attn.cumsum(-1) - 1).clamp_min(0)[:, p - 1 :]
+        out = net(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, **{CACHE: prompts})
+        if prompts.get_seq_length() == attn.shape[1]:
+            return getattr(out, field)
+        # A model that did not extend the cache did not read it either: run the rows whole.
+    ids = torch.cat([prompt_ids, response_ids], dim=1)  # [n, P+T]
+    attn = torch.cat([prompt_mask, response_mask], dim=1)
+    pos = (attn.cumsum(-1) - 1).clamp_min(0)
+    # Position P-1+i predicts response token i; the last position predicts nothing we need.
+    keep = {"logits_to_keep": t + 1} if field == "logits" else {}
+    out = net(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False, **keep)
+    return getattr(out, field)[:, -(t + 1) : -1]
+
+
+def _distinct_prompts(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(first [u], inverse [n]): a row holding each of the u distinct prompts (ids and mask) and,
+    for every row, which of them it holds; None when no prompt repeats."""
+    key = torch.cat([prompt_ids, prompt_mask.to(prompt_ids.dtype)], dim=1)  # [n, 2P]
+    _, inverse = torch.unique(key, dim=0, return_inverse=True)  # [n] in 0..u-1
+    u = int(inverse.max()) + 1
+    if u == key.shape[0]:
+        return None
+    # The first row of each distinct prompt: scatter_reduce's amin over row numbers.
+    rows = torch.arange(key.shape[0], device=key.device)
+    first = torch.full((u,), key.shape[0], device=key.device, dtype=rows.dtype).scatter_reduce(0, inverse, rows, "amin")
+    return first, inverse
+
+
+class PromptCache:
+    """The KV cache of the distinct prompts among some rows, each prompt's last token left out,
+    computed once: a group's G samples share their prompt, and a causal model's states at the
+    prompt do not depend on what follows, so the prompt need not run G times.
+
+    The rows' own forward (their last prompt token, which predicts the first response token, and
+    their response) then attends to ``for_rows(slots)``: the cache indexed out to them. The same
+    function of the weights; only float rounding differs.
+
+    ``deferred``: for an update's whole mini-batch, whose micro-batches (rows of similar length
+    from any group) each run their own forward and backward. They index detached copies of the
+    cache, which collect their gradient; ``backward()`` then sends it through the prompts'
+    forward once, before the optimizer step. The prompts' activations stay alive until then.
+    Without ``deferred`` the gradient flows back through the index as usual.
+    """
+
+    def __init__(self, cache: object, inverse: torch.Tensor, deferred: bool) -> None:
+        self.inverse = inverse
+        """[n] the distinct prompt of each row the cache was built from (0..u-1)."""
+        self._cache = cache  # transformers' Cache of the u prompts: its layers' kinds and lengths
+        outputs = [(layer.keys, layer.values) for layer in cache.layers]  # per layer [u, H, P-1, D]
+        self._outputs = outputs if deferred else None
+        self._kv = [(k.detach().requires_grad_(k.requires_grad), v.detach().requires_grad_(v.requires_grad))
+                    for k, v in outputs] if deferred else outputs
+
+    @classmethod
+    def build(cls, net: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+              deferred: bool = False) -> PromptCache | None:
+        """Run the distinct prompts among rows prompt_ids/prompt_mask [n, P] (left-padded), all
+        but their last column, through ``net`` (a causal LM or its decoder). None when no prompt
+        repeats, a prompt is one token wide, or ``net`` cannot serve a cache that way (gradient
+        checkpointing in training drops it; a cache without per-layer keys and values)."""
+        if prompt_ids.shape[1] < 2 or not _keeps_cache(net):
+            return None
+        distinct = _distinct_prompts(prompt_ids, prompt_mask)
+        if distinct is None:
+            return None
+        first, inverse = distinct
+        ids, mask = prompt_ids[first, :-1], prompt_mask[first, :-1]  # [u, P-1]
+        # A causal LM needs no prompt logits; its decoder computes none.
+        keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(net.forward).parameters else {}
+        out = net(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0),
+                  use_cache=True, **keep)
+        cache = getattr(out, CACHE)
+        layers = getattr(cache, "layers", None)
+        if not layers or not all(hasattr(x, "keys") and hasattr(x, "values") for x in layers):
+            return None
+        return cls(cache, inverse, deferred)
+
+    def for_rows(self, slots: torch.Tensor) -> object:
+        """A transformers KV cache of the rows' prompts: row i holds distinct prompt slots[i],
+        [m, H, P-1, D] per layer (a sliding-window layer holds the window's last keys). Fresh on
+        every call (the forward extends it); its layers keep their kind and the length seen."""
+        cache = copy.copy(self._cache)
+        cache.layers = [copy.copy(layer) for layer in self._cache.layers]
+        for layer, (k, v) in zip(cache.layers, self._kv, strict=True):
+            layer.keys, layer.values = k[slots], v[slots]
+        return cache
+
+    def backward(self) -> None:
+        """(deferred) The gradient the rows' forwards left on the cache, through the prompts'
+        forward; once, after the last of them."""
+        if self._outputs is None:
+            return
+        pairs = [(out, kv.grad) for outs, kvs in zip(self._outputs, self._kv, strict=True)
+                 for out, kv in zip(outs, kvs, strict=True) if kv.grad is not None]
+        self._outputs = None  # the graph is freed by the backward
+        if pairs:
+            torch.autograd.backward([out for out, _ in pairs], [grad for _, grad in pairs])
+
+
+def _keeps_cache(net: torch.nn.Module) -> bool:
+    """False where a forward in training ignores the KV cache (transformers drops it under
+    gradient checkpointing), so a shared prompt would silently not be seen."""
+    flag = "is_activation_checkpointing" if hasattr(type(net), "is_activation_checkpointing") else "is_gradient_checkpointing"
+    return not (net.training and getattr(net, flag, False))
 
 
 def split_head(model: torch.nn.Module) -> tuple[torch.nn.Module, Callable[[torch.Tensor], torch.Tensor]] | None:
@@ -311,31 +470,32 @@ def response_logprobs(
     temperatures: torch.Tensor,
     with_entropy: bool = True,
     chunk: int = LOGIT_CHUNK,
+    share_prompts: bool = True,
+    prompts: object | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs [n, T] of the response tokens under softmax(logits/τ_row) and, optionally, the
     token entropy [n, T] of that distribution. Differentiable; masked positions hold 0.
 
-    The decoder runs once over the rows; the LM head, softmax and entropy then run ``chunk``
-    response tokens at a time (``agpo.ops.chunked_logprobs_entropy``), so memory does not grow
-    with rows × tokens × vocabulary.
+    The decoder runs once over the rows, a prompt that rows repeat once (``share_prompts``, or
+    ``prompts``: a KV cache of the rows' prompts from ``PromptCache.for_rows``; see
+    ``response_states``); the LM head, softmax and entropy then run ``chunk`` response tokens at
+    a time (``agpo.ops.chunked_logprobs_entropy``), so memory does not grow with rows × tokens ×
+    vocabulary.
     """
     width = rows.response_ids.shape[1]
-    rows = trim_padding(rows)  # the forward skips all-padding columns; results padded back
+    # The forward skips all-padding columns (results padded back); a given cache fixes the prompt's.
+    rows = trim_padding(rows, prompt=prompts is None)
     split = split_head(model)
     mask = rows.response_mask.float()
+    tensors = (rows.prompt_ids, rows.prompt_mask, rows.response_ids, rows.response_mask)
     if split is None:
-        logits = response_logits(model, rows.prompt_ids, rows.prompt_mask, rows.response_ids,
-                                 rows.response_mask, temperatures)
+        logits = response_logits(model, *tensors, temperatures, share_prompts, prompts)
         logprobs = logprobs_from_logits(logits, rows.response_ids)
         entropy = entropy_from_logits(logits) if with_entropy else None
     else:
         decoder, head = split
         n, t = rows.response_ids.shape
-        ids = torch.cat([rows.prompt_ids, rows.response_ids], dim=1)  # [n, P+T]
-        attn = torch.cat([rows.prompt_mask, rows.response_mask], dim=1)
-        pos = (attn.cumsum(-1) - 1).clamp_min(0)
-        hidden = decoder(input_ids=ids, attention_mask=attn, position_ids=pos,
-                         use_cache=False).last_hidden_state[:, -(t + 1) : -1]  # [n, T, H]
+        hidden = response_states(decoder, *tensors, "last_hidden_state", share_prompts, prompts)  # [n, T, H]
         tau = temperatures.to(hidden.device).float()
         lp, ent = chunked_logprobs_entropy(
             head, hidden.reshape(n * t, -1), rows.response_ids.reshape(-1),
@@ -344,6 +504,13 @@ def response_logprobs(
     logprobs = _pad_right(logprobs * mask, width, 0.0)
     entropy = _pad_right(entropy * mask, width, 0.0) if entropy is not None else None
     return logprobs, entropy
+
+
+def scoring_net(model: torch.nn.Module) -> torch.nn.Module:
+    """The module ``response_logprobs`` runs the rows through: the decoder when the head is
+    known (``split_head``), else the whole model. A ``PromptCache`` for it is built with it."""
+    split = split_head(model)
+    return split[0] if split is not None else model
 
 
 def micro_batches(
@@ -379,13 +546,14 @@ def token_logprobs(
     temperatures: torch.Tensor,
     micro_batch: int,
     max_tokens: int = 0,
+    share_prompts: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs and token entropy of a rollout's response tokens, [N, T] each, no gradient.
 
     Evaluated on logits / τ_row with temperatures [N] (pass ``rollout.temperatures`` for the
     sampling distribution, or ones for the reference code's temperature-1 reading). Runs at most
-    ``micro_batch`` rows (and, with ``max_tokens``, that many padded tokens) per forward; masked
-    positions hold 0.
+    ``micro_batch`` rows (and, with ``max_tokens``, that many padded tokens) per forward, each
+    prompt once per forward (``share_prompts``); masked positions hold 0.
     """
     was_training = model.training
     model.eval()
@@ -393,7 +561,8 @@ def token_logprobs(
     lps, ents = [], []
     with torch.inference_mode():  # see sample(); the results are copied out of it below
         for rows in micro_batches(index, rollout, micro_batch, max_tokens):
-            lp, ent = response_logprobs(model, select(rollout, rows), temperatures[rows])
+            lp, ent = response_logprobs(model, select(rollout, rows), temperatures[rows],
+                                        share_prompts=share_prompts)
             lps.append(lp)
             ents.append(ent)
     model.train(was_training)

@@ -143,6 +143,10 @@ class TrainConfig:
     micro_batch_tokens: int = 0
     """Also cap a forward/backward at this many tokens (its rows × their longest prompt +
     response), so memory follows tokens when response lengths are long-tailed; 0: rows only."""
+    share_prompts: bool = True
+    """Run a prompt that rows repeat (a group's G samples) once per forward and, in the update,
+    once per optimizer step, its KV cache serving every row (only float rounding differs); off:
+    every row runs its whole prompt."""
     seed: int = 0
     """Seeds data order, sampling and initialisation."""
     checkpoint_every: int = 50

@@ -170,7 +170,7 @@ class Run:
             epochs=c.train.epochs, mini_batches=c.train.mini_batches_per_epoch,
             micro_batch_size=c.train.micro_batch_size, group_size=c.train.group_size,
             grad_clip=c.optim.grad_clip, log_entropy=c.old_logprobs_in_update,
-            micro_batch_tokens=c.train.micro_batch_tokens,
+            micro_batch_tokens=c.train.micro_batch_tokens, share_prompts=c.train.share_prompts,
         )
 
     @property
@@ -194,7 +194,7 @@ class Run:
         policy), no gradient, micro-batched as the update is."""
         t = self.cfg.train
         return token_logprobs(model if model is not None else self.policy, rollout, temps,
-                              t.micro_batch_size, t.micro_batch_tokens)
+                              t.micro_batch_size, t.micro_batch_tokens, t.share_prompts)
 
     def gather(self, per_group: torch.Tensor) -> list[float]:
         """A per-prompt value [b] of every process, in global prompt order (rank order)."""

@@ -21,7 +21,7 @@ from agpo.algos.kl import KL_ESTIMATORS
 from agpo.algos.objectives import OBJECTIVES
 from agpo.errors import UserError
 from agpo.ops import masked_mean
-from agpo.rollout.engine import micro_batches, response_logprobs, select, trim_padding
+from agpo.rollout.engine import PromptCache, micro_batches, response_logprobs, scoring_net, select, trim_padding
 from agpo.train.config import OptimConfig
 from agpo.train.dist import all_reduce, all_reduce_grads, world_size
 from agpo.train.metrics import MetricSums
@@ -71,6 +71,8 @@ class UpdateSpec:
     """Measure π_old's token entropy in the first forward (when no separate scoring pass did)."""
     micro_batch_tokens: int = 0
     """With > 0, a micro-batch also holds at most this many padded tokens."""
+    share_prompts: bool = True
+    """A mini-batch's distinct prompts run once (``PromptCache``); off: every row whole."""
 
 
 class NonFiniteError(UserError):
@@ -208,6 +210,7 @@ def _mini_batch_step(
     if float(norm.tokens) == 0:  # nothing kept anywhere (e.g. all dropped): no step, no Adam drift
         return None
     optimizer.zero_grad(set_to_none=True)
+    prompts = _prompt_cache(model, batch.rollout, rows) if spec.share_prompts else None
     if spec.micro_batch_size < rows.numel() or spec.micro_batch_tokens:
         # Micro-batches of similar response length, so trim_padding can drop the columns past
         # the longest row of each (a short row otherwise pays for the batch's longest). Only the
@@ -216,9 +219,12 @@ def _mini_batch_step(
         rows = rows[torch.sort(lengths, stable=True).indices]
     loss = torch.zeros(())
     for mb in micro_batches(rows, batch.rollout, spec.micro_batch_size, spec.micro_batch_tokens):
-        mb_loss = _micro_batch_loss(model, batch, mb, spec, norm, stats, first, from_first_forward)
+        mb_loss = _micro_batch_loss(model, batch, mb, spec, norm, stats, first, from_first_forward,
+                                    prompts(mb) if prompts is not None else None)
         mb_loss.backward()
         loss = loss + mb_loss.detach().cpu()
+    if prompts is not None:
+        prompts.cache.backward()  # the prompts' share of the gradient, once
     all_reduce_grads(model)
     params = [p for p in model.parameters() if p.requires_grad]
     clip = spec.grad_clip if spec.grad_clip > 0 else math.inf
@@ -247,15 +253,19 @@ def _micro_batch_loss(
     stats: MetricSums,
     first: bool,
     from_first_forward: bool = False,
+    prompts: object | None = None,
 ) -> torch.Tensor:
-    """Loss of micro-batch rows ``mb``: its share of the mini-batch loss (shares add up)."""
-    rows = trim_padding(select(batch.rollout, mb))  # [n, P'] / [n, T']: all-padding columns dropped
+    """Loss of micro-batch rows ``mb``: its share of the mini-batch loss (shares add up).
+    ``prompts``: the KV cache of the rows' prompts (``_MiniBatchPrompts``), or None."""
+    # [n, P'] / [n, T']: all-padding columns dropped (the prompt's are the cache's business)
+    rows = trim_padding(select(batch.rollout, mb), prompt=prompts is None)
     t = rows.response_ids.shape[1]
     mask = batch.loss_mask[mb][:, :t]  # [n, T']; the dropped columns hold no kept token
     # Chunked over tokens: no [n, T', V] logits tensor is kept (agpo.ops.chunked_logprobs_entropy).
     logprobs, entropy = response_logprobs(
         model, rows, batch.temperatures[mb],
-        with_entropy=spec.entropy_coef != 0 or (spec.log_entropy and first))  # [n, T']
+        with_entropy=spec.entropy_coef != 0 or (spec.log_entropy and first),
+        share_prompts=spec.share_prompts, prompts=prompts)  # [n, T']
     if entropy is not None and spec.entropy_coef == 0:
         entropy = entropy.detach()  # logged only; differentiable just for the bonus
     if entropy is not None and first:
@@ -288,6 +298,31 @@ def _micro_batch_loss(
         else:
             stats.mean(f"loss/{key}", value, tokens)
     return loss
+
+
+@dataclass
+class _MiniBatchPrompts:
+    """The mini-batch's distinct prompts run once (a group's G rows share one), for micro-batches
+    of similar length drawn from any group: ``self(mb)`` is the KV cache of rows ``mb``'s prompts."""
+
+    cache: PromptCache
+    slot: torch.Tensor  # [N] batch row → its prompt in the cache (-1: not in this mini-batch)
+
+    def __call__(self, mb: torch.Tensor) -> object:
+        return self.cache.for_rows(self.slot[mb])
+
+
+def _prompt_cache(model: torch.nn.Module, rollout: Rollout, rows: torch.Tensor) -> _MiniBatchPrompts | None:
+    """The prompts of mini-batch ``rows`` [n] through the model once, with gradient (deferred:
+    the micro-batches' backward leaves it on the cache, ``PromptCache.backward`` sends it on);
+    None when no prompt repeats or the model cannot serve a cache (``PromptCache.build``)."""
+    head = trim_padding(select(rollout, rows))  # the mini-batch's prompts without all-padding columns
+    cache = PromptCache.build(scoring_net(model), head.prompt_ids, head.prompt_mask, deferred=True)
+    if cache is None:
+        return None
+    slot = torch.full((rollout.num_sequences,), -1, dtype=torch.long, device=rows.device)
+    slot[rows] = cache.inverse
+    return _MiniBatchPrompts(cache, slot)
 
 
 def _global_norm(norm: LossNorm) -> LossNorm:
