@@ -16,7 +16,8 @@ samples, at most 32 new tokens (the same model and EOS: both decode until every 
 about 32 steps for a random model), one update epoch, no reference model, 32 sequences per
 forward/backward, the same number of steps. The first step of each is warm-up and not timed.
 agpo's floor is its own sampling pass plus one forward/backward over the same tokens with the
-same model; with the vLLM engine the sampling pass includes pushing the updated weights into it,
+same model (agpo's response_logprobs on consecutive rows, so a group's prompt runs once per
+micro-batch where the update runs it once per optimizer step); with the vLLM engine the sampling pass includes pushing the updated weights into it,
 which any trainer sampling with vLLM pays.
 
 The same math on both sides: fp32 and no activation checkpointing, as agpo trains by default.
