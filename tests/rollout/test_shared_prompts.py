@@ -112,20 +112,15 @@ class _NeverCaches(_IgnoresAGivenCache):
         return super().forward(**{**kwargs, "use_cache": False})
 
 
-def test_a_model_that_ignores_the_prompt_cache_runs_the_rows_whole(tiny_model, groups, monkeypatch) -> None:
+@pytest.mark.parametrize("wrapper", [_IgnoresAGivenCache, _NeverCaches])
+def test_a_model_that_does_not_serve_the_prompt_cache_runs_the_rows_whole(tiny_model, groups, monkeypatch,
+                                                                         wrapper) -> None:
     tiny_model.train()
     want = _scored(tiny_model, groups, False)
     decoder, head = engine.split_head(tiny_model)
-    monkeypatch.setattr(engine, "split_head", lambda model: (_IgnoresAGivenCache(decoder), head))
+    monkeypatch.setattr(engine, "split_head", lambda model: (wrapper(decoder), head))
     _assert_same(_scored(tiny_model, groups, True), want)
 
-
-def test_a_model_without_a_kv_cache_runs_the_rows_whole(tiny_model, groups, monkeypatch) -> None:
-    tiny_model.train()
-    want = _scored(tiny_model, groups, False)
-    decoder, head = engine.split_head(tiny_model)
-    monkeypatch.setattr(engine, "split_head", lambda model: (_NeverCaches(decoder), head))
-    _assert_same(_scored(tiny_model, groups, True), want)
 
 def test_the_sampler_prefills_a_repeated_prompt_once(tiny_model, tiny_tokenizer, monkeypatch) -> None:
     prompts = [p for p in PROMPTS for _ in range(G)]

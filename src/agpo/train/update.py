@@ -256,7 +256,7 @@ def _micro_batch_loss(
     prompts: object | None = None,
 ) -> torch.Tensor:
     """Loss of micro-batch rows ``mb``: its share of the mini-batch loss (shares add up).
-    ``prompts``: the KV cache of the rows' prompts (``_MiniBatchPrompts``), or None."""
+    ``prompts``: a KV cache of the rows' prompts (``_MiniBatchPrompts(mb)``), or None."""
     # [n, P'] / [n, T']: all-padding columns dropped (the prompt's are the cache's business)
     rows = trim_padding(select(batch.rollout, mb), prompt=prompts is None)
     t = rows.response_ids.shape[1]
