@@ -29,7 +29,7 @@ def _peak_mb() -> float:
 def measure(variant: str, mode: str, rows: int, tokens: int, chunk: int) -> dict[str, float]:
     import torch
 
-    from agpo.rollout import engine
+    from agpo.policy import forward as engine
     from agpo.models.tiny import tiny_llama
     from agpo.types import Rollout
 

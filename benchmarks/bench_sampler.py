@@ -26,7 +26,7 @@ import torch
 from transformers.cache_utils import DynamicLayer
 
 from agpo.rollout import SamplingConfig, sample
-from agpo.rollout.engine import prepare_tokenizer
+from agpo.rollout.sampler import prepare_tokenizer
 from agpo.models.tiny import char_tokenizer, tiny_llama
 
 ROWS = 256

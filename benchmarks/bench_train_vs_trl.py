@@ -15,16 +15,33 @@ character vocabulary, random init), the same prompts and exact-match reward, B p
 samples, at most 32 new tokens (the same model and EOS: both decode until every row stopped,
 about 32 steps for a random model), one update epoch, no reference model, 32 sequences per
 forward/backward, the same number of steps. The first step of each is warm-up and not timed.
-agpo's floor is its own sampling pass plus one forward/backward over the same tokens with the
-same model (agpo's response_logprobs on consecutive rows, so a group's prompt runs once per
-micro-batch where the update runs it once per optimizer step); with the vLLM engine the sampling pass includes pushing the updated weights into it,
-which any trainer sampling with vLLM pays.
+Two yardsticks for agpo's step:
+- the reference pass ("ref"): agpo's own sampling pass plus one forward/backward over the same
+  tokens with the same model (agpo's response_logprobs on consecutive rows, so a group's prompt
+  runs once per micro-batch where the update runs it once per optimizer step); with the vLLM
+  engine the sampling pass includes pushing the updated weights into it. A faster sampler or
+  forward would undercut it, so it says how close agpo is to its own parts, not to the machine.
+- the compute floor ("floor"): the step's FLOPs at the matmul throughput measured on this machine
+  in the run's precision. FLOPs: the update ≈ 6 × P × (each group's prompt once + every generated
+  token) and sampling ≈ 2 × P × generated tokens, P the parameters that take part in matmuls
+  (all but an untied input embedding; a tied one is the LM head). Throughput: the fastest of
+  GEMMs of the model's own shapes (tokens × hidden by hidden × hidden / intermediate) in the
+  precision's compute dtype, in a fresh process with the benchmark's threads. Attention scores,
+  norms, the optimizer and every non-matmul op are left out, so no trainer on this machine can
+  run the step in less: agpo_over_floor is its distance from the hardware.
 
-The same math on both sides: fp32 and no activation checkpointing, as agpo trains by default.
-TRL's own defaults differ on a CPU (bf16 autocast and gradient checkpointing, a recomputed
-forward); --trl-defaults measures TRL with those instead.
+Precision (--precision fp32 bf16-mixed): each is a column of its own. agpo trains with
+--model.dtype PRECISION; TRL's GRPOTrainer with bf16=True for bf16-mixed (its CPU default:
+accelerate's bfloat16 autocast, float32 weights) and bf16=False for fp32; the reference pass runs
+under the same autocast. A CPU without bfloat16 instructions (no avx512_bf16 / amx_bf16) emulates
+bfloat16 matmuls, several times slower than float32: the measured GEMM throughput shows it.
 
-    .venv/bin/python benchmarks/bench_train_vs_trl.py [--prompts 4 32] [--steps 6] [--threads 1] [--rounds 1] [--trl-defaults]
+Apart from the precision, the same math on both sides: no activation checkpointing, as agpo
+trains by default. TRL's own defaults also recompute the forward (gradient checkpointing);
+--trl-defaults measures TRL with those instead.
+
+    .venv/bin/python benchmarks/bench_train_vs_trl.py [--prompts 4 32] [--steps 6] [--threads 1] [--rounds 1] \
+        [--precision fp32 bf16-mixed] [--trl-defaults]
     .venv-vllm/bin/python benchmarks/bench_train_vs_trl.py --model smollm2-135m-instruct --prompts 8 \
         --steps 3 --threads 2 --engine transformers vllm --json
 
@@ -33,10 +50,11 @@ trainer; they sample the same distribution from the same model, so they should a
 sampling noise. On a shared, noisy machine use --rounds 3 or more: each round runs the three
 measurements in a rotated order, and the table gives the median over rounds.
 
-Targets: agpo ≥ 2× TRL completions/s; agpo step ≤ 1.25× its floor. The "ceiling" column is TRL's
-step over agpo's floor: the largest ratio any trainer that samples with agpo's sampler and then
-runs one forward/backward could reach against this TRL measurement. "of it fwd/bwd" is the floor's
-forward/backward alone: a step cannot take less whatever the sampler does.
+Targets: agpo ≥ 2× TRL completions/s; agpo step ≤ 1.25× its reference pass. The "ceiling"
+column is TRL's step over the reference pass: the largest ratio any trainer that samples with
+agpo's sampler and then runs one forward/backward could reach against this TRL measurement.
+"of it fwd/bwd" is the reference pass's forward/backward alone. The output names the CPU (lscpu's
+model name) and the measured matmul throughput of each precision.
 """
 
 from __future__ import annotations
@@ -47,6 +65,7 @@ import multiprocessing
 import os
 import statistics
 import random
+import subprocess
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -59,12 +78,14 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch  # noqa: E402
 
-from agpo.rollout import SamplingConfig, build_engine, select  # noqa: E402
-from agpo.rollout.engine import response_logprobs  # noqa: E402
+from agpo.models.precision import Precision, autocast  # noqa: E402
+from agpo.rollout import SamplingConfig, build_engine  # noqa: E402
+from agpo.policy import response_logprobs  # noqa: E402
 from agpo.models.tiny import char_tokenizer, tiny_llama  # noqa: E402
 
 G = 8
 TINY = "tiny"
+PRECISIONS = ("fp32", "bf16-mixed")
 
 
 @dataclass(frozen=True)
@@ -141,12 +162,13 @@ class Measured:
     tokens_per_completion: float  # mean generated tokens per completion (EOS included)
     tokens: int = 0  # generated tokens over all steps
     opt_steps: int = 0
-    update_times: list[float] | None = None  # the floor: its forward/backward part
+    update_times: list[float] | None = None  # the reference pass: its forward/backward part
     phases: dict[str, float] | None = None  # agpo: mean seconds per phase over the timed steps
+    step_tokens: list[int] | None = None  # agpo: generated tokens of each timed step
 
 
 def run_agpo(model_dir: Path, task: Path, b: int, steps: int, threads: int, out: Path,
-             wl: Workload, engine: str) -> Measured:
+             wl: Workload, engine: str, precision: str) -> Measured:
     from agpo.train.cli import main
 
     argv = [
@@ -158,6 +180,7 @@ def run_agpo(model_dir: Path, task: Path, b: int, steps: int, threads: int, out:
         "--algo.advantage", "grpo", "--algo.kl-coef", "0", "--optim.lr", str(wl.lr),
         "--log.no-progress", "--log.samples-per-step", "0", "--log.no-post-update-stats",
         "--rollout.engine", engine, "--rollout.vllm-kv-cache-gb", str(wl.kv_cache_gb),
+        "--model.dtype", precision,
     ]
     main(argv)
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -167,12 +190,14 @@ def run_agpo(model_dir: Path, task: Path, b: int, steps: int, threads: int, out:
     return Measured([r["perf/time_step"] for r in rows[1:]],
                     statistics.mean(r["rollout/response_len"] for r in rows),
                     int(sum(r["perf/tokens_step"] for r in rows)), int(state["opt_steps"]),
-                    phases=phases)
+                    phases=phases, step_tokens=[int(r["perf/tokens_step"]) for r in rows[1:]])
 
 
-def run_floor(model_dir: Path, task: Path, b: int, steps: int, wl: Workload, engine: str) -> Measured:
-    """agpo's sampling pass + one forward/backward of the same tokens, nothing else: the timed
-    steps' seconds, and the part of each spent in the forward/backward (and optimizer step)."""
+def run_reference(model_dir: Path, task: Path, b: int, steps: int, wl: Workload, engine: str,
+                  precision: str) -> Measured:
+    """agpo's sampling pass + one forward/backward of the same tokens, nothing else, under
+    ``precision``'s autocast: the timed steps' seconds, and the part of each spent in the
+    forward/backward (and optimizer step)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -183,18 +208,21 @@ def run_floor(model_dir: Path, task: Path, b: int, steps: int, wl: Workload, eng
                          engine=engine, vllm_kv_cache_gb=wl.kv_cache_gb)
     sampler = build_engine(engine, model, tok, cfg)
     gen = torch.Generator().manual_seed(0)
+    policy = Precision(precision)  # type: ignore[arg-type]
     times, updates, lengths = [], [], []
     for step in range(steps):
         prompts = [p for p in texts[step * b:(step + 1) * b] for _ in range(G)]
         t0 = time.perf_counter()
-        r = sampler.sample(prompts, torch.ones(b * G), cfg, gen)
+        with autocast(policy, "cpu"):
+            r = sampler.sample(prompts, torch.ones(b * G), cfg, gen)
         t1 = time.perf_counter()
         model.train()
         tokens = r.response_mask.sum()
         lengths.append(float(tokens) / (b * G))
         for i in range(0, b * G, wl.micro):
-            part = select(r, slice(i, i + wl.micro))
-            logprobs, _ = response_logprobs(model, part, part.temperatures, with_entropy=False)
+            part = r.select(slice(i, i + wl.micro))
+            with autocast(policy, "cpu"):
+                logprobs, _ = response_logprobs(model, part, part.temperatures, with_entropy=False)
             (-(logprobs * part.response_mask).sum() / tokens).backward()
         opt.step()
         opt.zero_grad()
@@ -204,8 +232,82 @@ def run_floor(model_dir: Path, task: Path, b: int, steps: int, wl: Workload, eng
     return Measured(times[1:], statistics.mean(lengths), update_times=updates[1:])
 
 
-# TRL settings that make its update the same math as agpo's (fp32, no recomputed forward).
-SAME_MATH = {"bf16": False, "gradient_checkpointing": False}
+def trl_settings(precision: str, trl_defaults: bool) -> dict:
+    """GRPOConfig overrides: TRL in ``precision`` (bf16=True is accelerate's bfloat16 autocast
+    over float32 weights: bf16-mixed), and without its recomputed forward unless its defaults
+    are asked for (gradient checkpointing on)."""
+    settings: dict = {"bf16": precision == "bf16-mixed"}
+    if not trl_defaults:
+        settings["gradient_checkpointing"] = False
+    return settings
+
+
+# --- the compute floor ------------------------------------------------------------------------
+
+
+def matmul_params(model_dir: Path) -> int:
+    """Parameters that take part in a matmul per token: all but the input embedding (a table
+    look-up), which counts once more as the LM head when tied (its logits are a matmul)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(model_dir)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    total = sum(p.numel() for p in model.parameters())
+    tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    return total if tied else total - model.get_input_embeddings().weight.numel()
+
+
+def gemm_flops(model_dir: Path, precision: str, rows: int = 256, repeats: int = 3) -> float:
+    """The matmul throughput (FLOP/s) this machine reaches in ``precision``'s compute dtype: the
+    fastest of ``repeats`` runs of each of the model's GEMMs, ``rows`` tokens × hidden by
+    hidden × hidden, × intermediate and intermediate × hidden, the best shape's rate."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_dir)
+    h = config.hidden_size
+    i = getattr(config, "intermediate_size", 4 * h)
+    dtype = Precision(precision).compute_dtype  # type: ignore[arg-type]
+    gen = torch.Generator().manual_seed(0)
+    best = 0.0
+    for k, n in ((h, h), (h, i), (i, h)):
+        a = torch.randn(rows, k, generator=gen).to(dtype)
+        w = torch.randn(k, n, generator=gen).to(dtype)
+        a @ w  # warm-up: kernel selection, page faults
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            a @ w
+            best = max(best, 2 * rows * k * n / (time.perf_counter() - t0))
+    return best
+
+
+def prompt_tokens(model_dir: Path, task: Path) -> float:
+    """Mean prompt length in tokens over the task's prompts."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    prompts = [json.loads(x)["prompt"] for x in task.read_text().splitlines()]
+    return statistics.mean(len(tok(p)["input_ids"]) for p in prompts)
+
+
+def floor_seconds(params: int, flops: float, b: int, mean_prompt: float, generated: float) -> float:
+    """The step's matmul FLOPs at ``flops`` FLOP/s: the update 6·P·(b prompts once + generated
+    tokens), sampling 2·P·generated."""
+    return (6 * params * (b * mean_prompt + generated) + 2 * params * generated) / flops
+
+
+def cpu_name() -> str:
+    """lscpu's model name (or the platform's processor string where lscpu is missing)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
 
 
 def run_trl(model_dir: Path, task: Path, b: int, steps: int, out: Path, settings: dict,
@@ -282,80 +384,100 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1, help="repeat, rotating the order; medians over rounds")
     ap.add_argument("--engine", nargs="+", default=["transformers"], choices=["transformers", "vllm"],
                     help="agpo's rollout engine(s); the fastest is reported as agpo's")
+    ap.add_argument("--precision", nargs="+", default=["fp32"], choices=PRECISIONS,
+                    help="training precision(s), each measured for agpo, the reference pass and TRL")
     ap.add_argument("--trl-defaults", action="store_true",
-                    help="TRL with its own defaults (bf16 autocast, gradient checkpointing) instead of the same math")
+                    help="TRL with its own gradient checkpointing (a recomputed forward) instead of the same math")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the results")
     args = ap.parse_args()
     wl = WORKLOADS[args.model]
     prompts = args.prompts or ([4, 32] if wl.model == TINY else [8])
-    trl_settings = {} if args.trl_defaults else SAME_MATH
     torch.set_num_threads(args.threads)
-    print(f"{wl.model}: torch {torch.__version__}, threads {torch.get_num_threads()}, G {G}, "
+    cpu = cpu_name()
+    print(f"{wl.model}: {cpu}, torch {torch.__version__}, threads {torch.get_num_threads()}, G {G}, "
           f"{wl.new_tokens} new tokens, {args.steps - 1} timed steps (median), {args.rounds} round(s), "
-          f"TRL {'defaults' if args.trl_defaults else 'same math (fp32, no checkpointing)'}, "
-          f"agpo engines {' '.join(args.engine)}")
-    print(f"{'prompts×G':>10} {'engine':>12} {'agpo s/step':>12} {'TRL s/step':>11} {'agpo c/s':>9} {'TRL c/s':>8} "
-          f"{'ratio':>6} {'floor s':>8} {'of it fwd/bwd':>13} {'agpo/floor':>10} {'ceiling':>8} {'tok/c agpo':>10} "
-          f"{'tok/c TRL':>9}")
+          f"TRL {'with gradient checkpointing' if args.trl_defaults else 'same math (no checkpointing)'}, "
+          f"agpo engines {' '.join(args.engine)}, precisions {' '.join(args.precision)}")
+    print(f"{'prompts×G':>10} {'precision':>10} {'engine':>12} {'agpo s/step':>12} {'TRL s/step':>11} "
+          f"{'agpo c/s':>9} {'TRL c/s':>8} {'ratio':>6} {'ref s':>7} {'of it fwd/bwd':>13} {'agpo/ref':>8} "
+          f"{'ceiling':>8} {'GFLOP/s':>8} {'floor s':>8} {'agpo/floor':>10} {'TRL/floor':>9} "
+          f"{'tok/c agpo':>10} {'tok/c TRL':>9}")
     results = []
     for b in prompts:
-        got_rounds: list[dict[str, Measured]] = []
-        for rnd in range(args.rounds):
-            with tempfile.TemporaryDirectory() as tmp:
-                work = Path(tmp)
-                model_dir, task = build(work, max(b, 8) * args.steps, wl)
-                jobs = {}
-                for e in args.engine:
-                    jobs[f"agpo:{e}"] = partial(run_agpo, model_dir, task, b, args.steps, args.threads,
-                                                work / f"agpo-{e}", wl, e)
-                    jobs[f"floor:{e}"] = partial(run_floor, model_dir, task, b, args.steps, wl, e)
-                jobs["trl"] = partial(run_trl, model_dir, task, b, args.steps, work / "trl", trl_settings, wl)
-                # Rotating the order spreads the machine's slow phases over every measurement.
-                names = list(jobs)[rnd % len(jobs):] + list(jobs)[: rnd % len(jobs)]
-                got: dict[str, Measured] = {}
-                for name in names:
-                    got[name] = _in_own_process(jobs[name], args.threads)
-                    # each measurement as it lands: a long run stopped early still shows them
-                    print(f"# {b}×{G} round {rnd} {name}: s/step {[round(x, 2) for x in got[name].times]}, "
-                          f"tok/completion {got[name].tokens_per_completion:.1f}"
-                          + (f", phases {_rounded(got[name].phases)}" if got[name].phases else "")
-                          + (f", fwd/bwd {[round(x, 2) for x in got[name].update_times]}"
-                             if got[name].update_times else ""), flush=True)
-                got_rounds.append(got)
-        med = lambda key: statistics.median(statistics.median(g[key].times) for g in got_rounds)  # noqa: E731
-        t_trl = med("trl")
-        per_engine = {}
-        for e in args.engine:
-            t_agpo, t_floor = med(f"agpo:{e}"), med(f"floor:{e}")
-            t_fb = statistics.median(statistics.median(g[f"floor:{e}"].update_times) for g in got_rounds)
-            len_agpo = statistics.mean(g[f"agpo:{e}"].tokens_per_completion for g in got_rounds)
-            len_trl = statistics.mean(g["trl"].tokens_per_completion for g in got_rounds)
-            n = b * G
-            print(f"{f'{b}×{G}':>10} {e:>12} {t_agpo:12.3f} {t_trl:11.3f} {n / t_agpo:9.1f} {n / t_trl:8.1f} "
-                  f"{t_trl / t_agpo:6.2f} {t_floor:8.3f} {t_fb:13.3f} {t_agpo / t_floor:10.2f} "
-                  f"{t_trl / t_floor:8.2f} {len_agpo:10.1f} {len_trl:9.1f}")
-            per_engine[e] = {
-                "agpo_s_per_step": t_agpo, "floor_s": t_floor, "floor_fwd_bwd_s": t_fb,
-                "speedup": t_trl / t_agpo, "agpo_over_floor": t_agpo / t_floor,
-                "ceiling": t_trl / t_floor, "tokens_per_completion": len_agpo,
-                "tokens_generated": [g[f"agpo:{e}"].tokens for g in got_rounds],
-                "optimizer_steps": [g[f"agpo:{e}"].opt_steps for g in got_rounds],
-                "agpo_phases_s": [g[f"agpo:{e}"].phases for g in got_rounds],
-            }
-        best = min(per_engine, key=lambda e: per_engine[e]["agpo_s_per_step"])
-        results.append({
-            "model": wl.model, "prompts": b, "group_size": G, "max_new_tokens": wl.new_tokens,
-            "steps": args.steps, "timed_steps": args.steps - 1, "rounds": args.rounds,
-            "threads": args.threads, "engine": best, **per_engine[best],
-            "trl_s_per_step": t_trl, "trl_tokens_per_completion":
-                statistics.mean(g["trl"].tokens_per_completion for g in got_rounds),
-            "trl_tokens_generated": [g["trl"].tokens for g in got_rounds],
-            "trl_optimizer_steps": [g["trl"].opt_steps for g in got_rounds],
-            "engines": per_engine,
-        })
+        for precision in args.precision:
+            results.append(_measure_workload(b, precision, args, wl, cpu))
     if args.json:
         # one workload: its fields at the top level; several: the first's, and all under "workloads"
         print(json.dumps({**results[0], "workloads": results}))
+
+
+def _measure_workload(b: int, precision: str, args: argparse.Namespace, wl: Workload, cpu: str) -> dict:
+    """Every measurement of b prompts × G in ``precision`` (rounds, engines, TRL, the floor);
+    prints its rows and returns its JSON record."""
+    got_rounds: list[dict[str, Measured]] = []
+    for rnd in range(args.rounds):
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            model_dir, task = build(work, max(b, 8) * args.steps, wl)
+            if rnd == 0:
+                # the machine's matmul rate in this precision, and the workload's token counts
+                flops = _in_own_process(partial(gemm_flops, model_dir, precision), args.threads)
+                params = matmul_params(model_dir)
+                mean_prompt = prompt_tokens(model_dir, task)
+            jobs = {}
+            for e in args.engine:
+                jobs[f"agpo:{e}"] = partial(run_agpo, model_dir, task, b, args.steps, args.threads,
+                                            work / f"agpo-{e}", wl, e, precision)
+                jobs[f"ref:{e}"] = partial(run_reference, model_dir, task, b, args.steps, wl, e, precision)
+            jobs["trl"] = partial(run_trl, model_dir, task, b, args.steps, work / "trl",
+                                  trl_settings(precision, args.trl_defaults), wl)
+            # Rotating the order spreads the machine's slow phases over every measurement.
+            names = list(jobs)[rnd % len(jobs):] + list(jobs)[: rnd % len(jobs)]
+            got: dict[str, Measured] = {}
+            for name in names:
+                got[name] = _in_own_process(jobs[name], args.threads)
+                # each measurement as it lands: a long run stopped early still shows them
+                print(f"# {b}×{G} {precision} round {rnd} {name}: s/step {[round(x, 2) for x in got[name].times]}, "
+                      f"tok/completion {got[name].tokens_per_completion:.1f}"
+                      + (f", phases {_rounded(got[name].phases)}" if got[name].phases else "")
+                      + (f", fwd/bwd {[round(x, 2) for x in got[name].update_times]}"
+                         if got[name].update_times else ""), flush=True)
+            got_rounds.append(got)
+    med = lambda key: statistics.median(statistics.median(g[key].times) for g in got_rounds)  # noqa: E731
+    t_trl = med("trl")
+    len_trl = statistics.mean(g["trl"].tokens_per_completion for g in got_rounds)
+    per_engine = {}
+    for e in args.engine:
+        t_agpo, t_ref = med(f"agpo:{e}"), med(f"ref:{e}")
+        t_fb = statistics.median(statistics.median(g[f"ref:{e}"].update_times) for g in got_rounds)
+        len_agpo = statistics.mean(g[f"agpo:{e}"].tokens_per_completion for g in got_rounds)
+        generated = statistics.median(t for g in got_rounds for t in g[f"agpo:{e}"].step_tokens or [0])
+        t_floor = floor_seconds(params, flops, b, mean_prompt, generated)
+        n = b * G
+        print(f"{f'{b}×{G}':>10} {precision:>10} {e:>12} {t_agpo:12.3f} {t_trl:11.3f} {n / t_agpo:9.1f} "
+              f"{n / t_trl:8.1f} {t_trl / t_agpo:6.2f} {t_ref:7.3f} {t_fb:13.3f} {t_agpo / t_ref:8.2f} "
+              f"{t_trl / t_ref:8.2f} {flops / 1e9:8.1f} {t_floor:8.3f} {t_agpo / t_floor:10.1f} "
+              f"{t_trl / t_floor:9.1f} {len_agpo:10.1f} {len_trl:9.1f}", flush=True)
+        per_engine[e] = {
+            "agpo_s_per_step": t_agpo, "ref_s": t_ref, "ref_fwd_bwd_s": t_fb,
+            "speedup": t_trl / t_agpo, "agpo_over_ref": t_agpo / t_ref, "ceiling": t_trl / t_ref,
+            "floor_s": t_floor, "agpo_over_floor": t_agpo / t_floor, "trl_over_floor": t_trl / t_floor,
+            "floor_generated_tokens": generated, "tokens_per_completion": len_agpo,
+            "tokens_generated": [g[f"agpo:{e}"].tokens for g in got_rounds],
+            "optimizer_steps": [g[f"agpo:{e}"].opt_steps for g in got_rounds],
+            "agpo_phases_s": [g[f"agpo:{e}"].phases for g in got_rounds],
+        }
+    best = min(per_engine, key=lambda e: per_engine[e]["agpo_s_per_step"])
+    return {
+        "model": wl.model, "cpu": cpu, "precision": precision, "prompts": b, "group_size": G,
+        "max_new_tokens": wl.new_tokens, "steps": args.steps, "timed_steps": args.steps - 1,
+        "rounds": args.rounds, "threads": args.threads, "matmul_flops_per_s": flops,
+        "matmul_params": params, "mean_prompt_tokens": mean_prompt, "engine": best, **per_engine[best],
+        "trl_s_per_step": t_trl, "trl_tokens_per_completion": len_trl,
+        "trl_tokens_generated": [g["trl"].tokens for g in got_rounds],
+        "trl_optimizer_steps": [g["trl"].opt_steps for g in got_rounds],
+        "trl_settings": trl_settings(precision, args.trl_defaults), "engines": per_engine,
+    }
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,88 @@ def test_dir_lock_is_exclusive_and_dropped_on_release(tmp_path: Path) -> None:
     assert DirLock.empty(tmp_path)  # the lock file alone does not make a run directory
     first.release()
     DirLock(tmp_path, "--resume").release()
+
+
+def _refused(folder: Path) -> UserError:
+    from agpo.io import DirLock
+
+    try:
+        DirLock(folder, "--out")
+    except UserError as e:
+        return e  # its traceback keeps the refused lock alive until the caller drops it
+    raise AssertionError("the second lock was not refused")
+
+
+def test_a_refused_lock_never_closes_another_files_descriptor(tmp_path: Path) -> None:
+    import gc
+
+    from agpo.io import DirLock
+
+    held = DirLock(tmp_path, "--out")
+    err = _refused(tmp_path)
+    # The refused lock's descriptor is closed; a file opened now gets its number. Dropping the
+    # refused lock must not close that number again: it is this file's now.
+    with (tmp_path / "other.txt").open("w") as other:
+        del err
+        gc.collect()
+        os.fstat(other.fileno())  # EBADF if the number was closed under it
+        other.write("still open")
+    assert (tmp_path / "other.txt").read_text() == "still open"
+    held.release()
+
+
+def test_a_lock_that_never_opened_has_nothing_to_release(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    from agpo.io import DirLock
+
+    ignored: list[BaseException | None] = []
+    monkeypatch.setattr("sys.unraisablehook", lambda u: ignored.append(u.exc_value))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OSError):
+        DirLock(tmp_path / "file" / "run", "--out")  # its folder cannot be made
+    gc.collect()
+    assert ignored == []  # no "Exception ignored in __del__" (AttributeError: _fd)
+
+
+def test_dumps_finite_cleans_every_depth() -> None:
+    from agpo.io import dumps_finite
+
+    row = {"a": [1.0, float("nan"), {"b": float("-inf")}], "c": (2, float("inf"))}
+    assert dumps_finite(row) == '{"a": [1.0, null, {"b": null}], "c": [2, null]}'
+    assert dumps_finite(float("nan")) == "null"
+    # What a `default` hook returns is cleaned too.
+    assert dumps_finite({"x": {1}}, default=lambda o: [float("nan")]) == '{"x": [null]}'
+
+
+def test_a_failed_atomic_write_names_the_file_and_keeps_the_old(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from agpo.io import replace_text
+
+    path = tmp_path / "passk.json"
+    path.write_text("old")
+
+    def full(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")  # as os.fsync reports it: no file
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as e:
+        replace_text(path, "new")
+    assert (e.value.errno, e.value.filename) == (errno.ENOSPC, str(path))
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["passk.json"]  # no temp file left
+
+
+def test_read_parquet_refuses_what_is_not_parquet(tmp_path: Path) -> None:
+    from agpo.io import read_parquet
+
+    path = tmp_path / "x.parquet"
+    path.write_bytes(b"")
+    with pytest.raises(UserError, match=rf"^{path}: an empty file \(0 bytes\), not parquet$"):
+        list(read_parquet(path))
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(UserError, match=rf"^{path}: not a readable parquet file \("):
+        list(read_parquet(path))

@@ -2,9 +2,13 @@
 
 ``iter_jsonl`` / ``read_jsonl`` are the one reader of JSON lines (samples files, task files,
 verify input, relevance pairs): blank lines are skipped, and a line that is not JSON or not an
-object becomes a ``UserError`` naming the file and line. ``env_info`` is the provenance record
-(versions, git SHA, hardware) that eval and train write as env.json; ``resolve_device`` turns
-the ``--device`` flag into the device that record names.
+object becomes a ``UserError`` naming the file and line; ``load_json`` and ``read_parquet`` do
+the same for a JSON file and a parquet file. What agpo writes is strict JSON (``dumps_finite``:
+NaN and ±inf become null) and a file that must not be torn is written whole
+(``replace_text``); an OSError names the file being written (``naming``), so that ``agpo``
+prints one line for a full disk. ``DirLock`` keeps one process per run directory.
+``env_info`` is the provenance record (versions, git SHA, hardware) that eval and train write
+as env.json; ``resolve_device`` turns the ``--device`` flag into the device that record names.
 
 Imports no torch at module level: ``agpo passk`` reads JSON lines through here and must start
 fast (a test checks that it never imports torch).
@@ -18,6 +22,7 @@ import os
 import platform
 import subprocess
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -113,6 +118,56 @@ def _parse_object(line: str, path: object, lineno: int, bad_json: str) -> dict[s
     return row
 
 
+def load_json(path: Path) -> Any:
+    """The JSON value in ``path``; bad JSON or bytes that are not UTF-8 are a UserError naming
+    the file (and line), never a decoder's traceback."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise at(path, e.lineno, f"not valid JSON ({e.msg})") from None
+    except UnicodeDecodeError:
+        raise at(path, None, "not UTF-8 text") from None
+    except RecursionError:
+        raise at(path, None, "not valid JSON (nested too deeply)") from None
+    except ValueError as e:  # an integer of more digits than int() converts (4,300)
+        raise at(path, None, f"not valid JSON ({e})") from None
+
+
+def parquet_file(path: Path) -> Any:
+    """``pyarrow.parquet.ParquetFile`` of ``path``; a file that is not parquet (a CSV renamed
+    .parquet, a zero-byte file) is a UserError naming it, not pyarrow's traceback."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:  # pragma: no cover - pyarrow comes with `datasets`
+        raise UserError(f"{path}: reading parquet needs pyarrow (pip install pyarrow)") from None
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as e:
+        raise _not_parquet(path, e) from None
+
+
+def read_parquet(path: Path, first: int = 1) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(row number, row)`` of a parquet file, numbered from ``first``, read a batch at a time:
+    a consumer that stops early (``--limit``) never reads the rest of the file."""
+    import pyarrow as pa
+
+    pf = parquet_file(path)
+    try:
+        for batch in pf.iter_batches(batch_size=4096):
+            for row in batch.to_pylist():
+                yield first, row
+                first += 1
+    except (pa.ArrowException, OSError) as e:  # a damaged page further in
+        raise _not_parquet(path, e) from None
+
+
+def _not_parquet(path: Path, e: Exception) -> UserError:
+    if path.is_file() and path.stat().st_size == 0:
+        return at(path, None, "an empty file (0 bytes), not parquet")
+    return at(path, None, f"not a readable parquet file ({' '.join(str(e).split())[:200]})")
+
+
 def finite_number(row: dict[str, Any], key: str, path: object, lineno: int,
                   *, integer: bool = False, optional: bool = False) -> float | int | None:
     """``row[key]`` checked to be a finite number (an int with ``integer``), else a UserError
@@ -155,21 +210,57 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def dumps_finite(row: dict[str, Any]) -> str:
-    """One JSON line where NaN and ±inf become null: strict JSON readers reject bare NaN."""
-    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
-    return json.dumps(clean, allow_nan=False)
+def finite_json(x: Any) -> Any:
+    """``x`` with every NaN and ±inf float, at any depth of dicts and lists, replaced by None."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: finite_json(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [finite_json(v) for v in x]
+    return x
+
+
+def dumps_finite(obj: Any, **kwargs: Any) -> str:
+    """JSON text where NaN and ±inf (at any depth) become null: strict JSON readers reject bare
+    NaN, and Python's json writes it unless told not to. ``kwargs`` go to ``json.dumps``
+    (``indent``, ``ensure_ascii``, ``default``: what it returns is cleaned too); a non-finite
+    number that still gets through is a ValueError, never a file that is not JSON."""
+    default = kwargs.pop("default", None)
+    if default is not None:
+        kwargs["default"] = lambda o: finite_json(default(o))
+    return json.dumps(finite_json(obj), allow_nan=False, **kwargs)
+
+
+@contextmanager
+def naming(path: Path, *, always: bool = False) -> Iterator[None]:
+    """An OSError raised inside names ``path`` when the system named no file (a write that hits
+    a full disk reports only ENOSPC), so that ``agpo`` prints the file it was writing;
+    ``always``: also when it named another one (a temp file the user never heard of)."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno is not None and (always or e.filename is None):
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
 
 
 def replace_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (temp file, fsync, rename): a reader or a crash
-    sees the old file or the new one, never half of one."""
+    sees the old file or the new one, never half of one. A failed write (a full disk) leaves
+    the old file and no temp file behind, and its OSError names ``path``."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    try:
+        with naming(path, always=True):
+            with tmp.open("w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            tmp.replace(path)
+    except BaseException:
+        with suppress(OSError):  # never created (a read-only folder): nothing to remove
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,6 +277,7 @@ class DirLock:
     """
 
     NAME = ".agpo.lock"
+    _fd = -1  # no descriptor until one is open: `release` (and so `__del__`) then does nothing
 
     def __init__(self, folder: Path, what: str) -> None:
         import fcntl
@@ -196,7 +288,9 @@ class DirLock:
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(self._fd)
+            # Released here, so `__del__` has nothing left to close: the number may already
+            # belong to a file opened since, which a second close would take from its owner.
+            self.release()
             raise UserError(f"{what} {folder}: another agpo process is writing this directory "
                             f"(it holds {self.path}); wait for it to end or stop it") from None
 

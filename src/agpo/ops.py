@@ -47,6 +47,26 @@ def logprobs_from_logits(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tenso
     return (picked - torch.logsumexp(logits, dim=-1)).float()
 
 
+TEMPERATURE_RANGE = (1e-30, 1e30)
+"""The temperatures logits can be divided by: float32 logits times 1/τ stay finite for every
+logit below 3e8 in magnitude across this range (float32 ends at 3.4e38). 1e-45 is a float32
+denormal whose inverse overflows (NaN samples); 1e300 is not a float32 at all. Configs refuse
+temperatures outside it (``agpo.rollout.SamplingConfig``); the sampler and the scoring forward check it."""
+
+
+def check_temperatures(temperatures: torch.Tensor) -> None:
+    """ValueError unless every temperature [N] is in ``TEMPERATURE_RANGE`` (NaN fails too):
+    dividing logits by it would give NaN or inf log-probs, never a usable sample."""
+    low, high = TEMPERATURE_RANGE
+    # In float32, as the logits are divided: the bounds round as the temperatures do.
+    t = temperatures.detach().float().cpu()
+    bounds = torch.tensor(TEMPERATURE_RANGE, dtype=torch.float32)
+    outside = ~((t >= bounds[0]) & (t <= bounds[1]))
+    if bool(outside.any()):
+        raise ValueError(f"temperature {t[outside].flatten()[0].item():g} is outside [{low:g}, {high:g}], "
+                         "where logits/τ stays finite in float32")
+
+
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Token entropy of softmax(logits). logits [N, T, V] → [N, T] (nats)."""
     logp = F.log_softmax(logits.float(), dim=-1)

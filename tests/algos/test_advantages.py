@@ -1,5 +1,5 @@
-"""Advantage estimators: hand-worked groups (arithmetic in comments), the equivalences METHODS
-states, and properties over random binary groups."""
+"""Advantage estimators: hand-worked groups (arithmetic in comments), the equivalences that
+docs/methods.md states, and properties over random binary groups."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agpo.algos.advantages import ADVANTAGES, AdvantageConfig, AdvantageProps, properties
+from agpo.configs import ConfigError
 from agpo.eval.passk import pass_at_k
 
 CFG = AdvantageConfig()
@@ -105,13 +106,14 @@ def test_asym_grpo_hand():
     assert a[1:].abs().sum() == 0  # p ∈ {0, 1} → 0
 
 
-# --- agpo_asym: METHODS §1 check group ----------------------------------------------------------
+# --- agpo_asym: docs/methods.md §1 check group --------------------------------------------------
 
 CHECK = [[1, 1, 1, 0, 0, 0, 0, 0]]  # G = 8, 3 correct: μ = 3/8, σ = sqrt(15/64) = 0.484
 
 
 def test_agpo_asym_check_group_methods_numbers():
-    # METHODS' numbers are the δ = 0 case: A⁺ = 0.625/0.484 = 1.291, A⁻ = −0.375/0.484 − 1 = −1.775
+    # docs/methods.md's numbers are the δ = 0 case:
+    # A⁺ = 0.625/0.484 = 1.291, A⁻ = −0.375/0.484 − 1 = −1.775
     a = adv("agpo_asym", CHECK, AdvantageConfig(asym_delta=0.0))
     assert a[0, :3].tolist() == pytest.approx([1.291] * 3, abs=5e-4)
     assert a[0, 3:].tolist() == pytest.approx([-1.775] * 5, abs=5e-4)
@@ -199,7 +201,7 @@ def test_agpo_adaptive_is_bounded(row, kind):
     assert a.abs().max().item() <= (g - 1) / math.sqrt(g) / cfg.dispersion_floor + 1e-6
 
 
-# --- equivalences (METHODS §3) and properties --------------------------------------------------
+# --- equivalences (docs/methods.md §1) and properties ------------------------------------------
 
 
 @PROPS
@@ -316,7 +318,7 @@ def test_passk_analytic_rejects_k_not_below_g():
     # k = G = 4: every 4-subset is the whole group, R̄ ∈ {0, 1}, no signal: refused
     with pytest.raises(ValueError, match=r"1 ≤ k < G.*passk-k"):
         adv("passk_analytic", [[1, 0, 0, 0]], AdvantageConfig(passk_k=4))
-    with pytest.raises(ValueError, match="--algo.adv.passk-k"):
+    with pytest.raises(ConfigError, match="--algo.adv.passk-k"):
         AdvantageConfig(passk_k=0)
 
 

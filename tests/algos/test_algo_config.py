@@ -106,10 +106,10 @@ def test_dispersion_must_agree_for_agpo_adaptive():
     assert ok.adaptive.dispersion == "mad"
 
 
-def test_config_error_is_user_error_and_value_error():
-    with pytest.raises(UserError):
+def test_config_error_is_a_user_error_naming_the_flag():
+    with pytest.raises(UserError, match="--algo.clip-low"):
         AlgoConfig(clip_low=0.0)
-    with pytest.raises(ValueError, match="--algo.adv.beta-pos"):
+    with pytest.raises(ConfigError, match="--algo.adv.beta-pos"):
         AlgoConfig().adv.__class__(beta_pos=-1.0)
 
 

@@ -61,7 +61,8 @@ def _rows(out: Path) -> list[dict]:
 
 def test_outputs_and_rows(full_run) -> None:
     out, result = full_run
-    for name in ("config.json", "env.json", "problems.jsonl", "samples.jsonl", "passk.json"):
+    for name in ("config.json", "env.json", "problems.jsonl", "verified.json", "samples.jsonl",
+                 "passk.json"):
         assert (out / name).exists(), name
     rows = _rows(out)
     assert [(r["problem_id"], r["sample"]) for r in rows] == [
@@ -261,3 +262,211 @@ def _interrupt_on_third_batch(
     with pytest.raises(KeyboardInterrupt):
         evaluate(model_dir, str(task_file), N, out, **settings)
     monkeypatch.setattr(engines, "sample", real_sample)
+
+
+# --------------------------------------------------------------------------- settings that match training
+
+
+def _train_one_step(model_dir: Path, task_file: Path, out: Path) -> Path:
+    """A one-step training run of the tiny model whose rollouts use 3 new tokens at τ 0.7."""
+    from agpo.train import load_config, train
+
+    cfg = load_config(None, [
+        "--model.path", str(model_dir), "--model.device", "cpu", "--task.spec", str(task_file),
+        "--rollout.max-new-tokens", "3", "--rollout.temperature", "0.7",
+        "--reward.verifier", "exact", "--reward.workers", "0", "--train.steps", "1",
+        "--train.prompts-per-step", "2", "--train.group-size", "2", "--train.threads", "1",
+        "--log.no-progress"])
+    return train(cfg, out)
+
+
+def test_eval_of_a_checkpoint_samples_as_its_run_did(
+    tiny_model_dir: Path, task_file: Path, tmp_path: Path,
+) -> None:
+    run = _train_one_step(tiny_model_dir, task_file, tmp_path / "run")
+    said: list[str] = []
+    from agpo.eval.cli import EvalArgs, run as run_eval
+
+    # The run directory stands for its last checkpoint; its settings come from the checkpoint.
+    result = run_eval(EvalArgs(model=str(run), task=str(task_file), n=2, out=tmp_path / "ev",
+                               workers=0, progress=False), say=said.append)
+    cfg = json.loads((tmp_path / "ev" / "config.json").read_text())
+    ckpt = run / "checkpoints" / "step_1"
+    assert result["model"] == cfg["model"] == str(ckpt)
+    assert (cfg["template"], cfg["max_new_tokens"], cfg["temperature"], cfg["top_p"]) == (
+        "plain", 3, 0.7, 1.0)
+    assert said[-1] == cfg["sources"] == (
+        f"sampling: template plain, max-new-tokens 3, temperature 0.7, top-p 1.0 from "
+        f"{ckpt / 'run_config.json'}")
+    assert all(r["length"] <= 3 for r in iter_rows(tmp_path / "ev" / "samples.jsonl"))
+
+    # A flag still wins, and is said to; a checkpoint without run_config.json (an older agpo)
+    # reads the run's config.yaml next to checkpoints/.
+    (ckpt / "run_config.json").unlink()
+    run_eval(EvalArgs(model=str(ckpt), task=str(task_file), n=2, out=tmp_path / "ev2",
+                      temperature=1.0, workers=0, progress=False), say=said.append)
+    assert said[-1] == (f"sampling: temperature 1.0 as given; template plain, max-new-tokens 3, "
+                        f"top-p 1.0 from {run / 'config.yaml'}")
+
+
+def test_a_model_with_a_chat_template_is_evaluated_with_it(
+    tiny_model_dir: Path, task_file: Path, tmp_path: Path,
+) -> None:
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    model = tmp_path / "chat_model"
+    shutil.copytree(tiny_model_dir, model)
+    tok = AutoTokenizer.from_pretrained(model)
+    tok.chat_template = "{% for m in messages %}<{{ m['content'] }}>{% endfor %}"
+    tok.save_pretrained(model)
+    evaluate(model, str(task_file), 2, tmp_path / "ev", max_new_tokens=1, workers=0,
+             progress=False)
+    cfg = json.loads((tmp_path / "ev" / "config.json").read_text())
+    assert cfg["template"] == "chat"
+    assert "template chat (the model has a chat template)" in cfg["sources"]
+    assert [json.loads(x)["prompt"] for x in
+            (tmp_path / "ev" / "problems.jsonl").read_text().splitlines()][0] == "0+0="
+
+
+def test_the_default_token_cap_is_the_most_that_fits(
+    tiny_model_dir: Path, task_file: Path, tmp_path: Path,
+) -> None:
+    # The tiny model has 256 positions and the longest prompt ("2+2=") takes 4 tokens: 1,024 new
+    # tokens do not fit (the eval used to refuse its own default); 252 do.
+    result = evaluate(tiny_model_dir, str(task_file), 1, tmp_path / "ev", temperature=1.0,
+                      workers=0, progress=False)
+    cfg = json.loads((tmp_path / "ev" / "config.json").read_text())
+    assert cfg["max_new_tokens"] == 252
+    assert "max-new-tokens 252 (the most the model's 256 positions leave" in cfg["sources"]
+    assert result["num_samples"] == 3
+    with pytest.raises(UserError, match=r"--max-new-tokens 1024: the model has only 256 "
+                                        r"positions; lower it \(at most 252 fit"):
+        evaluate(tiny_model_dir, str(task_file), 1, tmp_path / "ev2", max_new_tokens=1024,
+                 workers=0, progress=False)
+
+
+# --------------------------------------------------------------------------- samples that went stale
+
+
+@pytest.fixture
+def evaluated(full_run, task_file: Path, tmp_path: Path) -> Path:
+    """A copy of the task file (tmp_path/t.jsonl) and of the full eval of it (tmp_path/ev),
+    as one `agpo eval --task tmp_path/t.jsonl --out tmp_path/ev` leaves them."""
+    import shutil
+
+    task = tmp_path / "t.jsonl"
+    shutil.copy(task_file, task)
+    shutil.copytree(full_run[0], tmp_path / "ev")
+    config = json.loads((tmp_path / "ev" / "config.json").read_text())
+    (tmp_path / "ev" / "config.json").write_text(json.dumps({**config, "task": str(task)}))
+    return task
+
+
+def _edit(task: Path, pid: str, **change: str) -> None:
+    rows = [json.loads(x) for x in task.read_text().splitlines()]
+    for r in rows:
+        if r["id"] == pid:
+            r.update(change)
+    task.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_a_gold_edit_re_verifies_the_samples_of_that_problem(
+    evaluated: Path, tiny_model_dir: Path, tmp_path: Path,
+) -> None:
+    from agpo.eval.cli import EvalArgs, run as run_eval
+
+    # p0 was solved; its gold is now an answer the model never gives. The same command again:
+    _edit(evaluated, "p0", gold="never")
+    said: list[str] = []
+    args = EvalArgs(model=str(tiny_model_dir), task=str(evaluated), n=N, out=tmp_path / "ev",
+                    **SETTINGS)
+    after = run_eval(args, say=said.append)
+    fresh = evaluate(tiny_model_dir, str(evaluated), N, tmp_path / "fresh", **SETTINGS)
+    assert after == fresh and after["coverage"] == pytest.approx(1 / 3)
+    assert _rows(tmp_path / "ev") == _rows(tmp_path / "fresh")
+    assert said[0].startswith("sampling: ")
+    assert f"re-verified {N} samples of 1 problem(s)" in said[1] and said[1].endswith(": p0")
+    # A third run has nothing left to re-verify.
+    said.clear()
+    assert run_eval(args, say=said.append) == fresh and len(said) == 1
+
+
+def test_a_prompt_edit_is_refused_naming_the_problem(
+    evaluated: Path, tiny_model_dir: Path, tmp_path: Path,
+) -> None:
+    samples = (tmp_path / "ev" / "samples.jsonl").read_bytes()
+    _edit(evaluated, "p1", prompt="9+9=")
+    with pytest.raises(UserError, match=r"samples of problems with another prompt now: p1;"):
+        evaluate(tiny_model_dir, str(evaluated), N, tmp_path / "ev", **SETTINGS)
+    assert (tmp_path / "ev" / "samples.jsonl").read_bytes() == samples
+
+
+def test_a_changed_verifier_re_verifies_every_sample(
+    evaluated: Path, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import agpo.eval.runner as runner
+    from agpo.eval.cli import EvalArgs, run as run_eval
+
+    # What a fix to the grader looks like to a resumed eval: the same settings, other code.
+    monkeypatch.setattr(runner, "verifier_code", lambda: "a fixed grader")
+    said: list[str] = []
+    run_eval(EvalArgs(model=str(tiny_model_dir), task=str(evaluated), n=N, out=tmp_path / "ev",
+                      **SETTINGS), say=said.append)
+    assert f"re-verified {3 * N} samples of 3 problem(s) whose gold answer or verifier" in said[1]
+
+
+def test_an_eval_from_before_verified_json_is_checked_against_its_problems_file(
+    evaluated: Path, tiny_model_dir: Path, tmp_path: Path,
+) -> None:
+    (tmp_path / "ev" / "verified.json").unlink()  # what an older agpo left
+    _edit(evaluated, "p0", gold="never")
+    after = evaluate(tiny_model_dir, str(evaluated), N, tmp_path / "ev", **SETTINGS)
+    assert after == evaluate(tiny_model_dir, str(evaluated), N, tmp_path / "fresh", **SETTINGS)
+
+
+# --------------------------------------------------------------------------- progress, JSON
+
+
+def test_the_progress_bar_counts_samples_as_they_land(
+    tiny_model_dir: Path, task_file: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import agpo.eval.runner as runner
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    events: list[str] = []
+    real_sample = engines.sample
+
+    class Bar:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            pass
+
+        def add_task(self, *args, **kwargs) -> int:
+            return 0
+
+        def advance(self, task: int, units: int) -> None:
+            events.append(f"+{units}")
+
+    monkeypatch.setattr(runner, "_progress", lambda enabled: Bar())
+    monkeypatch.setattr(engines, "sample",
+                        lambda *a, **k: (events.append("sample"), real_sample(*a, **k))[1])
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    sampling = SamplingConfig(max_new_tokens=1, top_p=1.0, temperature=1.0, batch_size=20)
+    with build_reward(RewardConfig(verifier="exact", workers=0)) as rf:
+        evaluate_items(model, tok, load_task(str(task_file)), N, sampling, rf, None)
+    # 48 samples in batches of 20: each batch counts the moment it is sampled
+    assert events == ["sample", "+20", "sample", "+20", "sample", "+8"]
+
+
+def test_eval_json_is_strict(tmp_path: Path) -> None:
+    from agpo.eval.runner import write_json
+
+    write_json(tmp_path / "x.json", {"a": float("nan"), "b": [1.0, float("inf")], "c": tmp_path})
+    assert json.loads((tmp_path / "x.json").read_text()) == {"a": None, "b": [1.0, None],
+                                                            "c": str(tmp_path)}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temporary file left

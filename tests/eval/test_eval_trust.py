@@ -125,3 +125,49 @@ def test_eval_refuses_a_prompt_longer_than_the_model(tiny_model_dir, tmp_path, c
         run(EvalArgs(model=str(tiny_model_dir), task=str(task), out=out, n=1,
                      max_new_tokens=16, template="plain", progress=False))
     assert not (out / "samples.jsonl").exists()
+
+
+@pytest.mark.parametrize("flag, value, msg", [
+    ("temperature", 1e-45, r"--temperature 1e-45: must be in \[1e-30, 1e\+30\]"),
+    ("temperature", 1e300, r"--temperature 1e\+300: must be in \[1e-30, 1e\+30\]"),
+    ("temperature", float("nan"), r"--temperature nan: must be in"),
+    ("top_p", 0.0, r"--top-p 0.0: must be in \(0, 1\]"),
+    ("max_new_tokens", 0, r"--max-new-tokens 0: must be an integer ≥ 1"),
+    ("batch_size", 0, r"--batch-size must be ≥ 1"),
+    ("template", "nope", r"--template nope: valid: plain"),
+])
+def test_eval_flags_are_checked_in_eval_s_own_words(flag, value, msg):
+    # Checked before anything is loaded, naming agpo eval's flags (not --rollout.*).
+    with pytest.raises(UserError, match=msg) as err:
+        EvalArgs(model="m", task="t", out=Path("o"), **{flag: value})
+    assert "--rollout" not in str(err.value) and "--eval." not in str(err.value)
+
+
+def test_the_float32_temperature_bounds_sample_finite_values(tiny_model_dir, tmp_path):
+    from agpo.eval.samples import iter_rows
+
+    task = _write(tmp_path / "task.jsonl", [{"id": "p", "prompt": "1+1=", "gold": "2"}])
+    for tau in (1e-30, 1e30):
+        out = tmp_path / f"out_{tau}"
+        result = run(EvalArgs(model=str(tiny_model_dir), task=str(task), out=out, n=4,
+                              temperature=tau, top_p=1.0, max_new_tokens=4, workers=0,
+                              verifier="exact", progress=False))
+        assert all(r["nll"] is not None and r["nll"] >= 0 for r in iter_rows(out / "samples.jsonl"))
+        assert result["mean_token_entropy"] >= 0
+
+
+def test_an_interrupted_eval_says_how_to_continue(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    import agpo.rollout.engines as engines
+    from agpo.cli import main as agpo
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engines, "sample", interrupted)
+    task = _write(tmp_path / "task.jsonl", [{"id": "p", "prompt": "1+1=", "gold": "2"}])
+    code = agpo(["eval", "--model", str(tiny_model_dir), "--task", str(task), "--n", "2",
+                 "--max-new-tokens", "2", "--workers", "0", "--no-progress",
+                 "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 130
+    assert "re-run the same command" in err and "--resume" not in err

@@ -93,3 +93,30 @@ def test_missing_file(tmp_path):
 def test_command_starts_without_torch():
     code = "import sys, agpo.eval.passk_cli; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_repeated_row_counts_once_and_stderr_says_so(tmp_path, capsys):
+    # Four copies of one sample and three other samples: n = 4, not 7.
+    rows = [{"problem_id": "a", "sample": 0, "correct": True, "tags": ["x"]}] * 4
+    rows += [{"problem_id": "a", "sample": s, "correct": False} for s in (1, 2, 3)]
+    assert main(["--in", str(write(tmp_path / "s.jsonl", rows)), "--json"]) == 0
+    out, err = capsys.readouterr()
+    got = json.loads(out)
+    assert (got["n"], got["num_samples"], got["pass@1"]) == (4, 4, 0.25)
+    assert "3 row(s) repeat an earlier row of the same (problem_id, sample) exactly" in err
+    assert "(the first on line 2)" in err
+
+
+def test_two_different_rows_with_one_index_are_refused(tmp_path):
+    rows = [{"problem_id": "a", "sample": 0, "correct": True},
+            {"problem_id": "a", "sample": 1, "correct": False},
+            {"problem_id": "a", "sample": 0, "correct": False}]
+    with pytest.raises(UserError, match=r"s\.jsonl:3: sample: problem 'a' sample 0 is already on "
+                                        r"line 1, with other content"):
+        main(["--in", str(write(tmp_path / "s.jsonl", rows))])
+
+
+
+def test_a_directory_is_not_called_missing(tmp_path):
+    with pytest.raises(UserError, match=r"is a directory; give a samples file"):
+        main(["--in", str(tmp_path)])

@@ -166,3 +166,82 @@ def test_report_renders_in_headless_chromium(report: Path) -> None:
     # script from model text
     assert attrs == {"data-images": "2", "data-images-ok": "2", "data-errors": "0",
                      "data-scripts": "1"}
+
+
+def test_out_never_replaces_a_file_agpo_did_not_write(report: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    from agpo.cli import main as agpo
+
+    base = str(report.parent / "base")
+    run = tmp_path / "run"
+    run.mkdir()
+    config = run / "config.yaml"
+    config.write_text("train:\n  steps: 3\n# end of agpo config\n")
+    weights = run / "model.safetensors"
+    weights.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    for victim in (config, weights):
+        before = victim.read_bytes()
+        assert agpo(["report", base, "--out", str(victim)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --out {victim}: exists and is not a report agpo wrote")
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert victim.read_bytes() == before
+    # A directory: one line, and nothing written into it (no stray temp file).
+    assert agpo(["report", base, "--out", str(run)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --out {run}: is a directory")
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "model.safetensors"]
+    # A link that points nowhere: refused, the link left as it was.
+    link = tmp_path / "dangling.html"
+    link.symlink_to(tmp_path / "missing" / "r.html")
+    assert agpo(["report", base, "--out", str(link)]) == 2
+    assert "is a symbolic link" in capsys.readouterr().err and link.is_symlink()
+    # Its own report it replaces, as a re-run of the same command must.
+    out = tmp_path / "r.html"
+    assert agpo(["report", base, "--out", str(out)]) == 0
+    assert agpo(["report", base, "--out", str(out)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith("html")) == [
+        "dangling.html", "r.html"]
+
+
+def test_a_report_written_before_the_generator_mark_is_still_replaced(report: Path,
+                                                                     tmp_path: Path) -> None:
+    from agpo.eval.report import GENERATOR
+
+    old = tmp_path / "old.html"
+    old.write_text(report.read_text().replace(GENERATOR, ""))
+    build_report([report.parent / "base"], old)
+    assert GENERATOR in old.read_text()
+
+
+def test_dollar_signs_in_names_are_drawn_as_text(tmp_path: Path) -> None:
+    # matplotlib reads $...$ as mathtext: "$x^$" and "$\\foo$" do not parse, and would fail
+    # the figure (in a legend: two models at least).
+    dirs = [_eval_dir(tmp_path, "base $x^$", [8, 4, 1, 0]),
+            _eval_dir(tmp_path, "trained $\\foo$", [8, 8, 0, 0]),
+            _run_dir(tmp_path, "run $x_$"), _run_dir(tmp_path, "run $\\frac{$", eps=0.01)]
+    text = build_report(dirs, tmp_path / "r.html").read_text()
+    assert text.count("data:image/png;base64,") == 2 and "base $x^$" in text
+
+
+def test_damaged_side_files_are_one_line(tmp_path: Path) -> None:
+    d = _eval_dir(tmp_path, "e", [8, 4])
+    (d / "config.json").write_text("[1, 2]")
+    with pytest.raises(UserError, match=r"config\.json: expected a JSON object"):
+        build_report([d], tmp_path / "r.html")
+    (d / "config.json").write_text(json.dumps({"task": "t", "n": 8}))
+    lines = (d / "problems.jsonl").read_text().splitlines(keepends=True)
+    (d / "problems.jsonl").write_text(lines[0] + lines[1][:9])  # torn by a killed writer
+    assert "problem 0" in build_report([d], tmp_path / "r.html").read_text()
+    (d / "problems.jsonl").write_text(lines[0][:9] + "\n" + lines[1])  # damaged mid-file
+    with pytest.raises(UserError, match=r"problems\.jsonl:1: not valid JSON"):
+        build_report([d], tmp_path / "r.html")
+
+
+def test_repeated_sample_rows_are_counted_once(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture) -> None:
+    d = _eval_dir(tmp_path, "e", [8, 4])
+    samples = d / "samples.jsonl"
+    samples.write_text(samples.read_text() * 2)  # the same file appended twice
+    text = build_report([d], tmp_path / "r.html").read_text()
+    assert re.search(r"<th>e</th><td>2</td><td>8</td>", text)  # n = 8, not 16
+    assert "16 row(s) repeat an earlier row" in capsys.readouterr().err

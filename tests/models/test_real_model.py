@@ -114,8 +114,8 @@ def test_a_lora_step_trains_adapters_only_and_agpo_eval_loads_them(cache: Path, 
 
 def test_chunked_scoring_on_the_real_vocabulary(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from agpo.models import load
-    from agpo.rollout import engine
-    from agpo.rollout.engine import response_logprobs
+    from agpo.policy import forward as engine
+    from agpo.policy import response_logprobs
     from agpo.types import Rollout
 
     model, tok = load(SMOLLM2)
@@ -138,7 +138,7 @@ def test_a_shared_chat_prompt_on_the_real_model(cache: Path) -> None:
     # A group's chat prompt runs once (its KV cache indexed out to the G rows): the same
     # log-probs and gradients as running it in every row, on the real architecture and vocabulary.
     from agpo.models import load
-    from agpo.rollout.engine import response_logprobs
+    from agpo.policy import response_logprobs
     from agpo.types import Rollout
 
     model, tok = load(SMOLLM2)

@@ -95,3 +95,48 @@ def test_cli_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert path == build.model_dir(0, replace(Recipe(), steps=3))
     assert (path / "model.safetensors").is_file()
     assert agpo(["testbed", "nope"]) == 2
+
+
+def test_every_build_pretrains_on_one_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    import torch
+
+    # Whoever builds (agpo testbed build sets 1 thread; an implicit build inherits the caller's
+    # count), the cached folder named by the recipe must hold the same weights.
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setenv("AGPO_CACHE", str(tmp_path / "two"))
+        seen: list[int] = []
+        path = build_base_model(5, TINY, progress=lambda *_: seen.append(torch.get_num_threads()))
+        assert set(seen) == {1} and torch.get_num_threads() == 2  # restored afterwards
+        assert json.loads((path / "testbed.json").read_text())["torch_threads"] == 1
+        torch.set_num_threads(1)
+        monkeypatch.setenv("AGPO_CACHE", str(tmp_path / "one"))
+        a, b = _weights(path), _weights(build_base_model(5, TINY))
+        assert all(a[k].equal(b[k]) for k in a)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_an_implicit_build_shows_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    import agpo.models
+    from agpo.models.testbed import base_model_folder
+
+    monkeypatch.setenv("AGPO_CACHE", str(tmp_path))
+    out = io.StringIO()
+    path = base_model_folder(0, TINY, console=Console(file=out, width=200))
+    shown = out.getvalue()
+    assert "building the testbed base model (testbed_add, seed 0" in shown and "12/12" in shown
+    assert base_model_folder(0, TINY, console=Console(file=out, width=200)) == path
+    assert out.getvalue() == shown  # a cache hit shows nothing
+    # `--model testbed` (resolve) builds through it.
+    calls: list[tuple[int, Recipe]] = []
+    monkeypatch.setattr(build, "base_model_folder", lambda seed, recipe: calls.append((seed, recipe)) or path)
+    assert agpo.models.resolve("testbed:testbed_add_steps") == path
+    assert calls == [(0, Recipe(task="testbed_add_steps"))]

@@ -50,3 +50,17 @@ def test_resume_refuses_another_pool(tiny_model_dir: Path, pool: list[data.Pair]
     out.write_text(json.dumps({"query_id": "other", "product_id": "x"}) + "\n")
     with pytest.raises(UserError, match="a.jsonl:1: keys"):
         annotate(tiny_model_dir, pool, out, ESCI, AnnotateConfig(k=1, batch_pairs=1), progress=False)
+
+
+def test_a_foreign_out_file_is_refused_untouched(tiny_model_dir: Path, pool: list[data.Pair],
+                                                 tmp_path: Path) -> None:
+    out = tmp_path / "notes.jsonl"
+    text = '{"note": "mine"}\nnot json at all\n{"note": "half a line'
+    out.write_text(text)
+    with pytest.raises(UserError, match=r"notes\.jsonl:2: not valid JSON"):
+        annotate(tiny_model_dir, pool, out, ESCI, AnnotateConfig(k=1, batch_pairs=1), progress=False)
+    out.write_text('{"query_id": "other", "product_id": "x"}\n{"note": "half a line')
+    with pytest.raises(UserError, match=r"notes\.jsonl:1: keys"):
+        annotate(tiny_model_dir, pool, out, ESCI, AnnotateConfig(k=1, batch_pairs=1), progress=False)
+    # Refused before anything was written: its last line, torn or not, is the user's.
+    assert out.read_text() == '{"query_id": "other", "product_id": "x"}\n{"note": "half a line'

@@ -83,3 +83,96 @@ def test_stats_cli_json(esci_dir: Path, capsys: pytest.CaptureFixture[str]) -> N
 def test_stats_cli_unknown_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert agpo_main(["relevance", "stats", "--data", str(tmp_path)]) == 2
     assert "no dataset layout found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("field", "value", "got"), [
+    ("title", {"en": "green tea"}, "an object"),  # would reach the teacher as "{'en': ...}"
+    ("query", ["tea", "green"], "a list"),
+    ("label", {"grade": "E"}, "an object"),
+    ("product_id", [1, 2], "a list"),
+])
+def test_jsonl_objects_and_lists_in_text_fields_are_refused(tmp_path: Path, field: str,
+                                                            value: object, got: str) -> None:
+    row = {"query": "tea", "title": "green tea", "label": "E", field: value}
+    f = tmp_path / "pairs.jsonl"
+    f.write_text(json.dumps({"query": "tea", "title": "kettle"}) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(UserError, match=rf"^{f}:2: field '{field}': expected text or a number, "
+                                        rf"got {got}$"):
+        data.load(f)
+
+
+def test_parquet_list_and_struct_columns_are_refused(esci_dir: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.relevance.conftest import ESCI_PRODUCT_HEADER, ESCI_PRODUCTS
+
+    products = [dict(zip(ESCI_PRODUCT_HEADER, r)) for r in ESCI_PRODUCTS]
+    for p in products:
+        p["product_bullet_point"] = ["mesh", "size 9"]  # a list column, as some exports have
+    for old in esci_dir.glob("*products*"):
+        old.unlink()
+    path = esci_dir / "shopping_queries_dataset_products.parquet"
+    pq.write_table(pa.Table.from_pylist(products), path)
+    with pytest.raises(UserError, match=rf"^{path}:2: field 'product_bullet_point': expected "
+                                        "text or a number, got a list$"):
+        data.load(esci_dir)
+
+
+@pytest.mark.parametrize(("content", "why"), [
+    (b"", "an empty file"), (b"example_id,query\n0,tea\n", "not a readable parquet file"),
+])
+def test_a_parquet_file_that_is_not_parquet_is_one_line(esci_dir: Path, content: bytes, why: str,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    for old in esci_dir.glob("*examples*"):
+        old.unlink()
+    path = esci_dir / "shopping_queries_dataset_examples.parquet"
+    path.write_bytes(content)  # a CSV renamed .parquet, or a zero-byte download
+    assert agpo_main(["relevance", "stats", "--data", str(esci_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: {why}") and err.count("\n") == 1, err
+
+
+def test_stats_shows_the_join_misses_when_no_pair_joins(esci_dir: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.relevance.conftest import ESCI_PRODUCT_HEADER
+
+    for old in esci_dir.glob("*products*"):
+        old.unlink()
+    other = [("Z9", "a product no example names", "", "", "", "", "us")]
+    pq.write_table(pa.Table.from_pylist([dict(zip(ESCI_PRODUCT_HEADER, r)) for r in other]),
+                   esci_dir / "shopping_queries_dataset_products.parquet")
+    assert agpo_main(["relevance", "stats", "--data", str(esci_dir), "--json"]) == 0
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert (report["examples"], report["join_misses"]) == (6, 6)
+    assert "no pairs: 6 example(s) read, 6 missed the join" in err
+    # Commands that need pairs say where they went, instead of a bare "no pairs".
+    assert agpo_main(["relevance", "evaluate", "--data", str(esci_dir), "--split", "",
+                      "--labels", "x.jsonl"]) == 2
+    assert "no pairs: 6 example(s) read, 6 missed the join" in capsys.readouterr().err
+
+
+def test_config_that_is_a_directory_says_so(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert agpo_main(["relevance", "stats", "--config", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"error: --config {tmp_path}: is a directory; give a YAML "
+                                       "file\n")
+
+
+def test_annotation_rows_are_checked(tmp_path: Path) -> None:
+    from agpo.apps.relevance.cli import read_annotations
+
+    f = tmp_path / "ann.jsonl"
+    f.write_text('{"query_id": "q", "product_id": "p", "label": "E", "confidence": 1.0}\n[1]\n')
+    with pytest.raises(UserError, match=rf"^{f}:2: expected a JSON object, got list"):
+        read_annotations(f)
+    f.write_text('{"query_id": {"a": 1}, "product_id": "p", "label": "E"}\n')
+    with pytest.raises(UserError, match=rf"^{f}:1: not an annotation row"):
+        read_annotations(f)
+    f.write_text('{"query_id": "q", "product_id": "p", "label": "E", "confidence": "high"}\n')
+    with pytest.raises(UserError, match=rf"^{f}:1: field 'confidence': expected a finite number"):
+        read_annotations(f)

@@ -89,3 +89,22 @@ def test_hostile_rows_are_named_not_a_traceback(tmp_path: Path, line: str, msg: 
     pairs = write(tmp_path / "pairs.jsonl", [json.dumps({"gold": "1", "pred": "1"}), line])
     with pytest.raises(UserError, match=rf"pairs\.jsonl:2: not a JSON object \(.*{msg}"):
         main(["--task", "math", "--in", str(pairs), "--out", str(tmp_path / "o.jsonl")])
+
+
+def test_a_prompt_field_lets_the_verifier_see_the_question(tmp_path: Path) -> None:
+    pairs = write(tmp_path / "pairs.jsonl", [
+        json.dumps({"gold": "370", "pred": "The answer is 74 * 5.", "prompt": "What is 74 * 5?"}),
+        json.dumps({"gold": "30", "pred": "So, there are 30 eggs in 5 boxes.",
+                    "prompt": "Tom buys 5 boxes of 6 eggs. How many eggs does he buy?"}),
+        json.dumps({"gold": "30", "pred": "So, there are 30 eggs in 5 boxes."}),  # no question
+    ])
+    out = tmp_path / "out.jsonl"
+    assert main(["--in", str(pairs), "--out", str(out), "--reward.workers", "1"]) == 0
+    assert [(r["score"], r["failure"]) for r in read_rows(out)] == [
+        (0.0, "restated"), (1.0, None), (0.0, "wrong")]
+
+
+def test_a_prompt_that_is_not_a_string_is_named(tmp_path: Path) -> None:
+    bad = write(tmp_path / "bad.jsonl", [json.dumps({"gold": "1", "pred": "1", "prompt": 7})])
+    with pytest.raises(UserError, match=r"bad\.jsonl:1: field 'prompt': expected a string"):
+        main(["--in", str(bad), "--out", str(tmp_path / "o.jsonl")])

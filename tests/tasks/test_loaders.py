@@ -148,3 +148,120 @@ def test_integer_golds_normalise_to_one_spelling(n: int) -> None:
     # 27, 27.0, "27", "27.0" and zero-padded "027" all name the same integer answer
     assert {normalize_gold(n), normalize_gold(float(n)), normalize_gold(str(n)),
             normalize_gold(f"{n}.0"), normalize_gold(f"{n:07d}")} == {str(n)}
+
+
+@pytest.mark.parametrize(("row", "field", "got"), [
+    ({"prompt": {"x": 1}, "gold": "2"}, "prompt", "an object"),  # would reach the model as "{'x': 1}"
+    ({"prompt": ["a", "b"], "gold": "2"}, "prompt", "a list"),
+    ({"prompt": "1+1=", "gold": {"value": 2}}, "gold", "an object"),
+    ({"prompt": "1+1=", "gold": ["2"]}, "gold", "a list"),  # generic golds are one value
+    ({"prompt": "1+1=", "gold": float("nan")}, "gold", "nan"),
+    ({"id": {"n": 1}, "prompt": "1+1=", "gold": "2"}, "id", "an object"),
+    ({"question": "q?", "final_answer": ["1", {"a": 2}]}, "final_answer", "an object"),
+    ({"question": "q?", "options": [["A", "B"]], "label": "A"}, "options", "a list"),
+    ({"passage": {"p": 1}, "question": "q?", "options": ["(A)1"], "label": "A"}, "passage",
+     "an object"),
+])
+def test_objects_and_lists_in_text_fields_are_refused(tmp_path: Path, row: dict, field: str,
+                                                      got: str) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"prompt": "ok", "gold": "1"}) + "\n" + json.dumps(row) + "\n")
+    if "prompt" not in row:  # a layout of its own: the first record decides the layout
+        path.write_text(json.dumps(row) + "\n")
+    with pytest.raises(UserError, match=rf"^{path}:\d: field '{field}': expected text or a "
+                                        rf"finite number.*, got {got}"):
+        load_task(str(path))
+
+
+def test_published_lists_still_read(tmp_path: Path) -> None:
+    # OlympiadBench's answer list and a --fields gold list are joined; numbers are text.
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"question": "q?", "final_answer": ["1", 2]}) + "\n")
+    assert load_task(str(path))[0].gold == "1, 2"
+    path.write_text(json.dumps({"q": 12, "a": ["3", "4"]}) + "\n")
+    (item,) = load_task(str(path), fields="prompt=q,gold=a")
+    assert (item.prompt, item.gold) == ("12", "3, 4")
+
+
+def test_the_same_rule_for_json_and_parquet(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"prompt": "a", "gold": {"v": "1"}}]
+    (tmp_path / "t.json").write_text(json.dumps(rows))
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "t.parquet")
+    for name in ("t.json", "t.parquet"):
+        with pytest.raises(UserError, match=rf"{name}:1: field 'gold': expected text"):
+            load_task(str(tmp_path / name))
+
+
+def test_limit_stops_reading_the_file(tmp_path: Path) -> None:
+    # Everything after the first 3 problems is unreadable: a loader that parsed the whole file
+    # before slicing would fail; one that stops at 3 never sees it.
+    path = tmp_path / "big.jsonl"
+    good = "".join(json.dumps({"prompt": f"{i}+1=", "gold": str(i + 1)}) + "\n" for i in range(3))
+    path.write_text(good + "{not json\n")
+    assert [it.gold for it in load_task(str(path), limit=3)] == ["1", "2", "3"]
+    with pytest.raises(UserError, match=r"big\.jsonl:4: not valid JSON"):
+        load_task(str(path), limit=4)
+
+
+def test_limit_streams_parquet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"prompt": f"{i}+1=", "gold": str(i + 1)} for i in range(10_000)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "t.parquet", row_group_size=1000)
+    read: list[int] = []
+    iter_batches = pq.ParquetFile.iter_batches
+
+    def counted(self: pq.ParquetFile, *args: object, **kwargs: object):  # noqa: ANN202
+        for batch in iter_batches(self, *args, **kwargs):
+            read.append(batch.num_rows)
+            yield batch
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", counted)
+    assert [it.gold for it in load_task(str(tmp_path / "t.parquet"), limit=2)] == ["1", "2"]
+    assert 0 < sum(read) < 10_000  # the first batch, not every row
+
+
+def test_an_implicit_id_clash_says_which_id_was_implicit(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    # Line 1 has id "1"; line 2 has none, so its id is its position: "1" as well.
+    path.write_text('{"id": "1", "prompt": "a", "gold": "1"}\n{"prompt": "b", "gold": "2"}\n')
+    with pytest.raises(UserError) as e:
+        load_task(str(path))
+    assert str(e.value).startswith(f"{path}:2: implicit id '1': this record has no id field")
+    assert "line 1's field 'id' already holds" in str(e.value)
+    assert "field 'id': duplicate" not in str(e.value)
+    path.write_text('{"prompt": "a", "gold": "1"}\n{"unique_id": "0", "prompt": "b", "gold": "2"}\n')
+    with pytest.raises(UserError, match=rf"^{path}:2: field 'unique_id': id '0' is already the "
+                                        r"implicit id of line 1"):
+        load_task(str(path))
+
+
+@pytest.mark.parametrize(("content", "why"), [
+    (b"", "an empty file"), (b"prompt,gold\n1+1=,2\n", "not a readable parquet file"),
+])
+def test_a_file_that_is_not_parquet_is_one_line(tmp_path: Path, content: bytes, why: str) -> None:
+    path = tmp_path / "t.parquet"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=rf"^{path}: {why}"):
+        load_task(str(path))
+
+
+def test_a_directory_or_bad_json_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "d.jsonl").mkdir()
+    with pytest.raises(UserError, match=r"d\.jsonl: is a directory"):
+        load_task(str(tmp_path / "d.jsonl"))
+    (tmp_path / "t.json").write_bytes(b'[{"prompt": "\xff"}]')
+    with pytest.raises(UserError, match=r"t\.json: not UTF-8 text"):
+        load_task(str(tmp_path / "t.json"))
+
+
+def test_written_items_are_strict_json(tmp_path: Path) -> None:
+    items = [TaskItem(id="a", prompt="1+1=", gold="2", meta={"weight": float("nan")})]
+    text = write_items(items, tmp_path / "t.jsonl").read_text()
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} written")) == {
+        "id": "a", "prompt": "1+1=", "gold": "2", "meta": {"weight": None}}
+    assert [p.name for p in tmp_path.iterdir()] == ["t.jsonl"]  # no temp file left behind

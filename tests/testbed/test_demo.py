@@ -3,6 +3,7 @@ and an interrupted-then-resumed demo write the same numbers as one sequential ru
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -131,6 +132,15 @@ def test_demo_flags(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--jobs" in capsys.readouterr().err
 
 
+def test_demo_out_that_is_a_file_is_one_line(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    assert agpo(["demo", "--out", str(notes), "--no-progress"]) == 2
+    assert capsys.readouterr().err == f"error: --out {notes}: is a file; give a folder for the demo\n"
+    assert notes.read_text() == "mine"
+
+
 def test_evidence_checks_methods_as_demo_does() -> None:
     # One check (methods.check_methods) serves both commands: same rule, same message.
     for bad in (("grpo", "nope"), ()):
@@ -171,3 +181,52 @@ def test_tiny_evidence_tables_and_page(testbed_cache: Path, tmp_path: Path,
     # One image of pass@k panels (2 seeds × all/S) and one training figure per seed.
     assert page.count("data:image/png;base64,") == 3
     assert "<h2>verdicts</h2>" in page and "<h2>seed 1</h2>" in page
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_workers_die_with_a_killed_parent_and_the_rerun_resumes(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from scripts.fault_injection import DEMO, alive, children
+
+    # The fault-injection script's demo: its RL run goes on well after its first checkpoint,
+    # where the parent is killed, so that orphaned workers would still be training when we look.
+    out = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "agpo.cli", *DEMO, "--out", str(out)]
+    env = {**os.environ, "AGPO_CACHE": str(tmp_path / "cache")}
+    parent = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              start_new_session=True)
+    ckpts = out / "run_grpo" / "checkpoints"
+    try:
+        deadline = time.monotonic() + 300
+        while not (ckpts.is_dir() and any(ckpts.glob("step_*"))):
+            assert parent.poll() is None, parent.stderr.read().decode()
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.05)
+        workers = children(parent.pid)
+        assert workers, "the demo runs its jobs in worker processes"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        kept = (out / "run_grpo" / "metrics.jsonl").read_text().splitlines(keepends=True)
+        step = int(next(ckpts.glob("step_*")).name[5:])
+        gone_by = time.monotonic() + 3
+        while any(map(alive, workers)) and time.monotonic() < gone_by:
+            time.sleep(0.05)
+        orphans = [w for w in workers if alive(w)]
+        assert not orphans, f"workers {orphans} outlived their killed parent"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)  # whatever is left of this test's processes
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "Traceback" not in rerun.stderr
+    # Resumed, not restarted: the steps up to the checkpoint are the killed run's own lines
+    # (a fresh run would have rewritten them with other wall times).
+    again = (out / "run_grpo" / "metrics.jsonl").read_text().splitlines(keepends=True)
+    assert again[:step] == kept[:step]
+    assert [json.loads(x)["step"] for x in again] == list(range(1, len(again) + 1))
+    assert (out / "report.html").exists()

@@ -8,6 +8,7 @@ import pytest
 
 from agpo.algos.advantages import ADVANTAGES
 from agpo.train.cli import main
+from agpo.train.metrics import PROGRESS_KEYS
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 EXTRA = {
@@ -22,11 +23,13 @@ def test_reward_rises_for_every_advantage_estimator(advantage, base_flags, read_
     argv = ["--out", str(out), *base_flags, "--algo.advantage", advantage, "--train.steps", "12",
             *EXTRA.get(advantage, [])]
     assert main(argv) == 0
-    rewards = [m["reward/mean"] for m in read_metrics(out)]
+    rows = read_metrics(out)
+    rewards = [m["reward/mean"] for m in rows]
     first, last = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
     # Start ≈ 1/16 ("7" among 16 tokens); the learned policy answers "7" far more often.
     assert last > first + 0.25, rewards
     assert (out / "checkpoints" / "step_12" / "model.safetensors").is_file()
+    assert all(key in row for row in rows for _, key in PROGRESS_KEYS)  # the bar shows what is logged
 
 
 def test_dapo_preset_token_budget_and_periodic_eval(base_flags, read_metrics, tmp_path):

@@ -13,8 +13,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from agpo.rollout import SamplingConfig, sample, token_logprobs, select
-from agpo.rollout.engine import micro_batches
+from agpo.policy import micro_batches, prompt_cache, token_logprobs
+from agpo.rollout import SamplingConfig, sample
 from agpo.train.config import OptimConfig
 from agpo.train.update import TrainBatch, UpdateSpec, lr_scheduler, update
 
@@ -68,12 +68,10 @@ def test_micro_batch_1x16_equals_16x1(tiny_model, tiny_tokenizer, aggregation):
 def test_prompts_run_once_per_mini_batch_give_the_update_of_whole_rows(tiny_model, tiny_tokenizer, monkeypatch, micro):
     # Micro-batches of 3 rows of similar length mix groups: each indexes the mini-batch's prompt
     # cache, and the prompts' gradient goes through their forward once, after the last of them.
-    from agpo.rollout import engine
-
     batch = _batch(tiny_model, tiny_tokenizer)
     built: list[int] = []
-    build = engine.PromptCache.build
-    monkeypatch.setattr(engine.PromptCache, "build",
+    build = prompt_cache.PromptCache.build
+    monkeypatch.setattr(prompt_cache.PromptCache, "build",
                         classmethod(lambda cls, *a, **k: (built.append(1), build(*a, **k))[1]))
     shared = _run(tiny_model, batch, _spec(micro, epochs=1))
     assert len(built) == 1  # one cache for the mini-batch, none per micro-batch
@@ -95,16 +93,22 @@ def test_token_capped_micro_batches_give_the_same_update(tiny_model, tiny_tokeni
 
 def test_old_logprobs_from_the_first_forward_equal_a_scoring_pass(tiny_model, tiny_tokenizer):
     # On-policy (one epoch, one mini-batch) π_old may come from the update's own first forward:
-    # the same update as with π_old scored beforehand, and the batch then holds those π_old.
+    # the same update as with π_old scored beforehand, and the update returns those π_old (and
+    # their entropy) without writing them into the batch it was given.
     from dataclasses import replace
 
     batch = _batch(tiny_model, tiny_tokenizer)
+    _, entropy = token_logprobs(tiny_model, batch.rollout, batch.temperatures, micro_batch=16)
     spec = _spec(5, epochs=1)
-    scored = _run(tiny_model, batch, spec)
+    models = [copy.deepcopy(tiny_model) for _ in range(2)]
+    scored = update(models[0], torch.optim.SGD(models[0].parameters(), lr=0.5), batch, spec)
+    assert scored.old_logprobs is batch.old_logprobs and scored.entropy is None  # nothing measured
     lazy = replace(batch, old_logprobs=None)
-    first = _run(tiny_model, lazy, spec)
-    assert _close(scored, first)
-    assert torch.allclose(lazy.old_logprobs, batch.old_logprobs, atol=1e-5)
+    measured = update(models[1], torch.optim.SGD(models[1].parameters(), lr=0.5), lazy, spec)
+    assert lazy.old_logprobs is None  # the input is left alone
+    assert torch.allclose(measured.old_logprobs, batch.old_logprobs, atol=1e-5)
+    assert torch.allclose(measured.entropy, entropy, atol=1e-5)
+    assert _close(*(dict(m.state_dict()) for m in models))  # the same update
     with pytest.raises(ValueError, match="one optimizer step"):
         _run(tiny_model, replace(batch, old_logprobs=None), _spec(5, epochs=2))
 
@@ -123,7 +127,7 @@ def _worker(rank: int, world: int, port: int, path: str) -> None:
         saved = torch.load(path, weights_only=False)  # a file this test wrote a moment ago
         model, batch = saved["model"], saved["batch"]
         rows = torch.arange(rank * B * G // world, (rank + 1) * B * G // world)  # this process's groups
-        local = TrainBatch(select(batch.rollout, rows), *(getattr(batch, f)[rows] for f in (
+        local = TrainBatch(batch.rollout.select(rows), *(getattr(batch, f)[rows] for f in (
             "temperatures", "old_logprobs", "ref_logprobs", "advantages", "loss_mask", "clip_low", "clip_high")))
         state = _run(model, local, _spec(3))
         if rank == 0:

@@ -5,12 +5,13 @@ advantages   scores [B, G] → advantages [B, G]        ADVANTAGES (grpo, agpo_a
 objectives   log-probs [N, T] → per-token loss [N, T] OBJECTIVES (ppo_clip, pg)
 aggregation  per-token loss [N, T] → scalar            AGGREGATIONS (token_mean, ...)
 kl           log-probs [N, T] → KL penalty [N, T]      KL_ESTIMATORS (k1, k2, k3)
-controllers  AGPO-adaptive's probe statistics, temperature / clip controllers, step KL
+controllers  AGPO-adaptive's formulas: probe statistics, τ, ε, step drift (their running
+             state and when it is committed: agpo.train.control)
 dapo         dynamic-sampling filter, overlong shaping
 config       AlgoConfig, the ``algo`` section of a run config
 """
 
-from agpo.algos._check import ConfigError
+from agpo.configs import ConfigError
 from agpo.algos.advantages import (
     ADVANTAGES,
     AdvantageConfig,
@@ -23,10 +24,9 @@ from agpo.algos.aggregation import AGGREGATIONS, LossNorm
 from agpo.algos.config import AlgoConfig
 from agpo.algos.controllers import (
     AdaptiveConfig,
-    ClipController,
     ProbeStats,
-    StepKLTracker,
-    TemperatureController,
+    adaptive_epsilons,
+    adaptive_temperatures,
     expand_groups,
     probe_statistics,
     step_drift,
@@ -45,12 +45,11 @@ __all__ = [
     "AdvantageOutput",
     "AdvantageProps",
     "AlgoConfig",
-    "ClipController",
     "ConfigError",
     "LossNorm",
     "ProbeStats",
-    "StepKLTracker",
-    "TemperatureController",
+    "adaptive_epsilons",
+    "adaptive_temperatures",
     "dispersion",
     "expand_groups",
     "informative_groups",

@@ -1,4 +1,4 @@
-"""Group advantage estimators: scores [B, G] → advantages [B, G] (METHODS.md §1, §3, §4).
+"""Group advantage estimators: scores [B, G] → advantages [B, G] (docs/methods.md §1).
 
 Every estimator has one signature, ``fn(scores, cfg) -> AdvantageOutput``, and is registered in
 ``ADVANTAGES`` by name, so the training loop looks it up instead of branching on a string.
@@ -21,8 +21,8 @@ from typing import Literal, Protocol
 
 import torch
 
-from agpo.algos._check import require
-from agpo.eval.passk import pass_at_k
+from agpo.configs import ConfigError, flag, require
+from agpo.passk import pass_at_k
 from agpo.registry import Registry
 
 Dispersion = Literal["std", "mad", "iqr"]
@@ -139,10 +139,14 @@ _PER_RESPONSE_DROPPING = dataclasses.replace(_PER_RESPONSE, drops_responses=True
 
 
 def check_group_size(name: str, cfg: AdvantageConfig, group_size: int) -> None:
-    """ValueError, naming the flags, if estimator ``name`` cannot use groups of ``group_size``
+    """ConfigError, naming the flags, if estimator ``name`` cannot use groups of ``group_size``
     (passk_analytic with k ≥ G, rloo or grpo_passk with G < 2): it is run on one all-wrong
-    group of that size, so every estimator's own rule applies before any sampling."""
-    ADVANTAGES.get(name)(torch.zeros(1, group_size), cfg)
+    group of that size, so every estimator's own rule (a ValueError) applies before any
+    sampling."""
+    try:
+        ADVANTAGES.get(name)(torch.zeros(1, group_size), cfg)
+    except ValueError as e:
+        raise ConfigError(f"{flag('algo.advantage')} {name}: {e}") from None
 
 
 def _output(
@@ -317,14 +321,14 @@ def asym_grpo(scores: torch.Tensor, cfg: AdvantageConfig) -> AdvantageOutput:
 )
 def agpo_asym(scores: torch.Tensor, cfg: AdvantageConfig) -> AdvantageOutput:
     """AGPO-asymmetric (arXiv 2605.05826, JD) — agpo's reading; the paper's equation was not
-    reachable, so this implements METHODS §1 with every knob exposed:
+    reachable, so this implements docs/methods.md §1 with every knob exposed:
 
         z_i = (r_i − μ) / sqrt(σ² + δ²)           μ, σ: group mean and population std
         A⁺_i = λ_pos · z_i                         correct (r_i ≥ correct_threshold)
         A⁻_i = gate · z_i + R                      incorrect
 
-    METHODS' check group (G = 8, 3 correct, σ = 0.484) gives A⁺ = 1.291, A⁻ = −1.775 (summed
-    magnitudes 3.87 vs 8.87) — those numbers are the δ = 0 case. With the default δ = 0.1 the
+    The check group of docs/methods.md (G = 8, 3 correct, σ = 0.484) gives A⁺ = 1.291,
+    A⁻ = −1.775 (summed magnitudes 3.87 vs 8.87) — those numbers are the δ = 0 case. With the default δ = 0.1 the
     same group gives A⁺ = 0.625/sqrt(0.2344 + 0.01) = 1.264 and A⁻ = −1.759 (3.79 vs 8.79):
     the defaults (λ_pos 1, gate on, R −1, δ 0.1) are negative-dominant either way.
     All-equal groups: z = 0, so all-correct → 0 and all-wrong → R for every response (an
@@ -375,7 +379,7 @@ def passk_analytic(scores: torch.Tensor, cfg: AdvantageConfig) -> AdvantageOutpu
 
     The last ratio is the chance that the other k − 1 members of a subset holding an incorrect
     response are incorrect too (the subset fails). Reading: N_rollout of the paper is G, eps is
-    ``--algo.adv.eps`` (the reference code adds 1e−6), R̄ is agpo.eval.passk.pass_at_k (the
+    ``--algo.adv.eps`` (the reference code adds 1e−6), R̄ is agpo.passk.pass_at_k (the
     evaluation's own pass@k). Since C(N_neg, k)/C(G, k) = (N_neg/G)·C(N_neg−1, k−1)/C(G−1, k−1),
     A_neg < 0 < A_pos and the advantages of a group sum to 0. k = 1 is GRPO with population std
     (R̄ = p, A_pos = (1 − p)/σ, A_neg = −p/σ). Larger k shrinks the push-down of incorrect

@@ -58,7 +58,7 @@ AGGREGATIONS: Registry[AggregationFn] = Registry("aggregation", AggregationFn)
 
 def _safe(count: float | torch.Tensor) -> float | torch.Tensor:
     # An empty mini-batch (everything dropped) gives loss 0, not NaN.
-    return count.clamp_min(1.0) if isinstance(count, torch.Tensor) else max(float(count), 1.0)
+    return count.clamp_min(1.0) if isinstance(count, torch.Tensor) else max(count, 1.0)
 
 
 @AGGREGATIONS.register("token_mean")
@@ -99,4 +99,4 @@ def constant(per_token: torch.Tensor, response_mask: torch.Tensor, norm: LossNor
     per_token, response_mask: [N, T].
     """
     total = masked_sum(per_token, response_mask.to(per_token.dtype))
-    return total / (_safe(norm.sequences) * max(int(norm.max_len), 1))
+    return total / (_safe(norm.sequences) * max(norm.max_len, 1))

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agpo.algos._check import require, require_name
+from agpo.configs import require, require_name
 from agpo.algos.advantages import ADVANTAGES, AdvantageConfig, properties
 from agpo.algos.aggregation import AGGREGATIONS
 from agpo.algos.controllers import AdaptiveConfig
 from agpo.algos.kl import KL_ESTIMATORS
+from agpo.algos.mismatch import MismatchConfig
 from agpo.algos.objectives import OBJECTIVES
 
 
@@ -53,6 +54,14 @@ class AlgoConfig:
     """Dynamic sampling: most generation rounds per step before training on a smaller batch."""
     overlong_cache: int = 0
     """DAPO overlong shaping: penalise the last L_cache tokens of the budget (0: off)."""
+    mismatch_correction: bool = False
+    """Engine/trainer mismatch correction (agpo.algos.mismatch): each token's objective is
+    multiplied by a truncated importance weight π_old^trainer / π_engine (--algo.mismatch.*),
+    and sequences the masking drops leave the loss and its denominator. Off by default: with the
+    transformers engine the two log-probs are the same computation. Adds a trainer scoring pass
+    on-policy. The mismatch/ metrics are logged whenever both log-probs exist."""
+    mismatch: MismatchConfig = field(default_factory=MismatchConfig)
+    """Knobs of --algo.mismatch-correction."""
 
     def __post_init__(self) -> None:
         require_name(self.advantage, ADVANTAGES.names(), "algo.advantage")

@@ -1,34 +1,27 @@
-"""AGPO-adaptive's feedback controllers (METHODS.md §2, arXiv 2605.20722): probe statistics, the
-bidirectional temperature controller, the adaptive clip controller and the step-KL tracker.
+"""AGPO-adaptive's feedback formulas (docs/methods.md §6, arXiv 2605.20722): probe statistics,
+the bidirectional temperature, the adaptive clip ε, the policy drift of a step and the EMAs that
+fold them into running state — pure functions of tensors and the state's floats.
 
-Timing (it fixes the EMA arithmetic): within one RL step every prompt group's τ and ε are
-computed from the controller state *as it was at the start of the step*, in prompt order; the
-state (ū, H_ref, KL̄_step) is committed once per RL step with ``update``, after the update
-epochs. Each controller is a small object with ``value``, ``update``, ``state_dict`` and
-``load_state_dict`` (JSON-able floats), checkpointed with the optimizer.
-
-Controller state is a handful of Python floats: committing it converts the step's [B] vectors
-to lists once per step (one deliberate host sync per step, never inside the loss).
-
-The trainer does not branch on AGPO-adaptive: it builds once a temperature strategy
-(``FixedTemperature`` / ``AdaptiveTemperature``, asked for τ per prompt by the sampler) and a clip
-strategy (``FixedClip`` / ``AdaptiveClip``, asked for ε per row by the loop), each committing its
-controllers once per step.
+The state itself (ū, H_ref, KL̄_step), when it is committed, and the strategies the sampler and
+the loop ask for τ and ε live on the training side (agpo.train.control): within one RL step every
+prompt group's τ and ε are computed from the state *as it was at the start of the step*, in
+prompt order, and the state is committed once per RL step, after the update.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
-from agpo.algos._check import require
 from agpo.algos.advantages import Dispersion, dispersion
+from agpo.configs import require
 from agpo.ops import masked_mean
+from agpo.rollout.config import require_temperature
 
 # A baseline at or below this carries no scale (c = (U − ū)/ū would explode): it counts as
 # unset and the next value initialises it, as the reference code does.
@@ -39,7 +32,8 @@ SKEW_CLAMP = 10.0
 
 @dataclass(frozen=True)
 class AdaptiveConfig:
-    """AGPO-adaptive's probe and controllers (``--algo.adaptive.*``); defaults from METHODS §2."""
+    """AGPO-adaptive's probe and controllers (``--algo.adaptive.*``); defaults from
+    docs/methods.md §6."""
 
     probe_group_size: int = 0
     """Responses in the probe group sampled at τ_base per prompt (0: the training group size G)."""
@@ -97,6 +91,8 @@ class AdaptiveConfig:
         require(self.none_votes in ("distinct", "shared"), p + "none_votes", "distinct or shared")
         for w in ("w_r", "w_e", "w_k", "lambda_t", "alpha_var", "gamma", "delta_e", "zeta"):
             require(getattr(self, w) >= 0, p + w, "must be ≥ 0")
+        for name in ("tau_min", "tau_base", "tau_max"):  # each a temperature logits can be divided by
+            require_temperature(getattr(self, name), p + name)
         require(
             0 < self.tau_min <= self.tau_base <= self.tau_max,
             p + "tau_base",
@@ -137,8 +133,8 @@ class ProbeStats:
 def skewness(scores: torch.Tensor) -> torch.Tensor:
     """Adjusted Fisher–Pearson skewness per group, [B, G] → [B].
 
-    κ = sqrt(G(G−1))/(G−2) · mean(((r − r̄)/s)³) with s the Bessel std, as METHODS §2 and the
-    reference code write it; 0 when s < 1e−6 or G < 3, clamped to ±10.
+    κ = sqrt(G(G−1))/(G−2) · mean(((r − r̄)/s)³) with s the Bessel std, as docs/methods.md §6 and
+    the reference code write it; 0 when s < 1e−6 or G < 3, clamped to ±10.
     """
     g = scores.shape[-1]
     if g < 3:
@@ -196,105 +192,69 @@ def expand_groups(per_group: torch.Tensor, group_size: int) -> torch.Tensor:
     return per_group.repeat_interleave(group_size)
 
 
-def _floats(x: torch.Tensor | Sequence[float]) -> list[float]:
-    return [float(v) for v in (x.detach().flatten().tolist() if isinstance(x, torch.Tensor) else x)]
+def ema(state: float, value: float, alpha: float) -> float:
+    """One EMA step at rate ``alpha``: α·value + (1−α)·state."""
+    return alpha * value + (1 - alpha) * state
 
 
-def _ema_fold(state: float | None, values: Sequence[float], alpha: float) -> float | None:
-    """Fold values into an EMA in order; an unset state (None or ≤ 1e−8) takes the next value."""
+def ema_fold(state: float | None, values: Sequence[float], alpha: float) -> float | None:
+    """Fold per-prompt values into an EMA in prompt order; an unset state (None or ≤ 1e−8: a
+    baseline without scale) takes the next value, as the reference code does."""
     for v in values:
-        state = v if state is None or state <= _UNSET else alpha * v + (1 - alpha) * state
+        state = v if state is None or state <= _UNSET else ema(state, v, alpha)
     return state
 
 
+def _is_set(state: float | None) -> bool:
+    return state is not None and state > _UNSET
+
+
 # ---------------------------------------------------------------------------------------------
-# controllers
+# temperature and clip
 
 
-class _Baseline:
-    """A running baseline of a per-prompt signal: ``value`` (None until the first ``update``),
-    folded in prompt order once per RL step by an EMA at rate ``_rate()``; checkpointed as
-    ``{key: value}``."""
-
-    key = ""
-
-    def __init__(self, cfg: AdaptiveConfig | None = None) -> None:
-        self.cfg = cfg or AdaptiveConfig()
-        self.value: float | None = None
-
-    def _rate(self) -> float:
-        raise NotImplementedError
-
-    def update(self, values: torch.Tensor | Sequence[float]) -> None:
-        """Commit the step's per-prompt values [B] (once per RL step, after the update epochs)."""
-        self.value = _ema_fold(self.value, _floats(values), self._rate())
-
-    def state_dict(self) -> dict[str, Any]:
-        return {self.key: self.value}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.value = None if state[self.key] is None else float(state[self.key])
+def centered_uncertainty(uncertainty: torch.Tensor, baseline: float | None) -> torch.Tensor:
+    """c = (U − ū)/(ū + 1e−8) per prompt, [B] → [B]; 0 while the baseline ū is unset."""
+    u = torch.as_tensor(uncertainty, dtype=torch.float32)
+    if not _is_set(baseline):
+        return torch.zeros_like(u)
+    return (u - baseline) / (baseline + 1e-8)
 
 
-class TemperatureController(_Baseline):
-    """Bidirectional temperature τ = clip(τ_base·(1 + λ_T·c), τ_min, τ_max), c = (U − ū)/(ū + 1e−8).
-
-    ``value`` is the running uncertainty baseline ū (None before the first update). While ū is
-    unset c = 0 (τ = τ_base); ``update`` folds the step's U in prompt order, the first ever U
-    initialising ū, later ones ū ← α·U + (1−α)·ū.
-    """
-
-    key = "baseline"
-
-    def _rate(self) -> float:
-        return self.cfg.alpha
-
-    def centered(self, uncertainty: torch.Tensor) -> torch.Tensor:
-        """c per prompt, [B] → [B], from the baseline at the start of the step."""
-        u = torch.as_tensor(uncertainty, dtype=torch.float32)
-        if self.value is None or self.value <= _UNSET:
-            return torch.zeros_like(u)
-        return (u - self.value) / (self.value + 1e-8)
-
-    def temperatures(self, uncertainty: torch.Tensor) -> torch.Tensor:
-        """τ per prompt, U [B] → τ [B] (expand with ``expand_groups`` for the G rows)."""
-        c, cfg = self.centered(uncertainty), self.cfg
-        return (cfg.tau_base * (1 + cfg.lambda_t * c)).clamp(cfg.tau_min, cfg.tau_max)
+def adaptive_temperatures(uncertainty: torch.Tensor, baseline: float | None,
+                          cfg: AdaptiveConfig) -> torch.Tensor:
+    """Bidirectional temperature τ = clip(τ_base·(1 + λ_T·c), τ_min, τ_max) per prompt: the
+    probe uncertainty U [B] against its running baseline ū → τ [B] (expand with
+    ``expand_groups`` for the G rows)."""
+    c = centered_uncertainty(uncertainty, baseline)
+    return (cfg.tau_base * (1 + cfg.lambda_t * c)).clamp(cfg.tau_min, cfg.tau_max)
 
 
-class ClipController(_Baseline):
+def adaptive_epsilons(entropy: torch.Tensor, probe: ProbeStats, h_ref: float | None,
+                      step_kl: float | torch.Tensor, cfg: AdaptiveConfig) -> torch.Tensor:
     """Adaptive clip ε per prompt group (symmetric clip [1 − ε, 1 + ε]):
 
         h = clip(H / H_ref, h_min, h_max)
         ε = clip(ε_base·h·(1 + δ_E·E) / (1 + α_var·σ̂ + γ·KL̄_step + ζ·|κ|), ε_min, ε_max)
 
-    H is the mean token entropy of π_old on the group's training responses; E, σ̂, κ come from
-    the probe. ``value`` is H_ref, the EMA (rate h_ref_alpha) of H; before the first update the
-    step's first group's H stands in for it ("first value = first H"). ``update`` commits the
-    step's group entropies H [B] into H_ref, in prompt order.
+    entropy H [B]: the mean token entropy of π_old on each group's training responses; probe
+    stats of [B] (E, σ̂, κ); H_ref the running reference entropy (while unset, the step's first
+    group's H stands in for it: "first value = first H"); KL̄_step a scalar → ε [B].
     """
+    h_now = torch.as_tensor(entropy, dtype=torch.float32).clamp_min(_UNSET)
+    h = (h_now / (h_ref if _is_set(h_ref) else h_now[0])).clamp(cfg.h_min, cfg.h_max)
+    num = cfg.eps_base * h * (1 + cfg.delta_e * probe.vote_entropy)
+    den = (
+        1
+        + cfg.alpha_var * probe.dispersion
+        + cfg.gamma * torch.as_tensor(step_kl, dtype=torch.float32)
+        + cfg.zeta * probe.skewness.abs()
+    )
+    return (num / den).clamp(cfg.eps_min, cfg.eps_max)
 
-    key = "h_ref"
 
-    def _rate(self) -> float:
-        return self.cfg.h_ref_alpha
-
-    def epsilons(
-        self, entropy: torch.Tensor, probe: ProbeStats, step_kl: float | torch.Tensor
-    ) -> torch.Tensor:
-        """ε per prompt: entropy H [B], probe stats of [B], KL̄_step (scalar) → ε [B]."""
-        h_now = torch.as_tensor(entropy, dtype=torch.float32).clamp_min(_UNSET)
-        cfg = self.cfg
-        h_ref = self.value if self.value is not None and self.value > _UNSET else h_now[0]
-        h = (h_now / h_ref).clamp(cfg.h_min, cfg.h_max)
-        num = cfg.eps_base * h * (1 + cfg.delta_e * probe.vote_entropy)
-        den = (
-            1
-            + cfg.alpha_var * probe.dispersion
-            + cfg.gamma * torch.as_tensor(step_kl, dtype=torch.float32)
-            + cfg.zeta * probe.skewness.abs()
-        )
-        return (num / den).clamp(cfg.eps_min, cfg.eps_max)
+# ---------------------------------------------------------------------------------------------
+# policy drift (KL̄_step's input)
 
 
 def group_token_mean(x: torch.Tensor, response_mask: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -316,132 +276,3 @@ def step_drift(
     """
     per_prompt = group_token_mean(old_logprobs - logprobs, response_mask, group_size)  # [B]
     return per_prompt.clamp_min(0).mean() if per_prompt.numel() else per_prompt.new_zeros(())
-
-
-class StepKLTracker:
-    """KL̄_step: EMA (rate kl_alpha, start 0) of the per-RL-step policy drift (``step_drift``).
-
-    ``observe`` records a drift measured after an optimisation step (no host sync); ``update``
-    commits once per RL step the mean of the step's observations. Observing only after the last
-    optimisation step reproduces the reference code (drift of π_old against the final π_θ).
-    """
-
-    def __init__(self, cfg: AdaptiveConfig | None = None) -> None:
-        self.alpha = (cfg or AdaptiveConfig()).kl_alpha
-        self.value: float = 0.0
-        self._sum: torch.Tensor | None = None
-        self._count = 0
-
-    def observe(self, drift: torch.Tensor) -> None:
-        drift = drift.detach()
-        self._sum = drift if self._sum is None else self._sum + drift
-        self._count += 1
-
-    def update(self) -> None:
-        """Fold the mean of this step's observations into the EMA; a step without any is a no-op."""
-        if self._sum is not None and self._count:
-            mean = float(self._sum) / self._count
-            self.value = self.alpha * mean + (1 - self.alpha) * self.value
-        self._sum, self._count = None, 0
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"kl_step": self.value}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.value = float(state["kl_step"])
-
-
-# ---------------------------------------------------------------------------------------------
-# strategies: what the sampler asks for τ and the loop for ε, chosen once per run
-
-
-Gather = Callable[[torch.Tensor], list[float]]
-"""A per-prompt value [b] of every process as one list, in global prompt order."""
-
-
-class _Temperature:
-    """τ per prompt; the uncertainty baseline ū of the probe (``TemperatureController``)."""
-
-    needs_probe = False
-
-    def __init__(self, controller: TemperatureController) -> None:
-        self.controller = controller
-
-    def commit(self, probe: ProbeStats | None, gather: Gather) -> None:
-        """Fold the step's probe uncertainties U [b] of every process into ū, in prompt order."""
-        if probe is not None:
-            self.controller.update(gather(probe.uncertainty))
-
-
-class FixedTemperature(_Temperature):
-    """Every prompt at ``tau`` (--rollout.temperature). A probe sampled for the adaptive clip
-    still moves ū (logged as ctrl/u_baseline); τ does not follow it."""
-
-    def __init__(self, tau: float, controller: TemperatureController) -> None:
-        super().__init__(controller)
-        self.tau = tau
-
-    def temperatures(self, probe: ProbeStats | None, prompts: int) -> torch.Tensor:
-        """τ per prompt [b]."""
-        return torch.full((prompts,), self.tau)
-
-
-class AdaptiveTemperature(_Temperature):
-    """AGPO-adaptive: each prompt's τ from its probe's uncertainty and ū of the step start."""
-
-    needs_probe = True
-
-    def temperatures(self, probe: ProbeStats | None, prompts: int) -> torch.Tensor:
-        """τ per prompt [b]."""
-        assert probe is not None, "the adaptive temperature needs the probe"
-        return self.controller.temperatures(probe.uncertainty)
-
-
-class FixedClip:
-    """ε_low / ε_high for every row (--algo.clip-low / --algo.clip-high; DAPO's clip-higher
-    when they differ); nothing to commit."""
-
-    needs_probe = False
-    needs_drift = False
-
-    def __init__(self, low: float, high: float) -> None:
-        self.low, self.high = low, high
-
-    def epsilons(self, entropy: torch.Tensor | None, response_mask: torch.Tensor,
-                 probe: ProbeStats | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(ε_low, ε_high) per row, [N] each, on the mask's device."""
-        n, device = response_mask.shape[0], response_mask.device
-        return torch.full((n,), self.low, device=device), torch.full((n,), self.high, device=device)
-
-    def commit(self, drift: torch.Tensor | None, gather: Gather) -> None:
-        pass
-
-
-class AdaptiveClip:
-    """AGPO-adaptive: one symmetric ε per prompt group (``ClipController``) from π_old's group
-    entropy H, the probe and KL̄_step, all as of the step start. ``commit`` folds the step's H
-    into H_ref and its drift (measured after the update, so ``needs_drift``) into KL̄_step."""
-
-    needs_probe = True
-    needs_drift = True
-
-    def __init__(self, controller: ClipController, step_kl: StepKLTracker, group_size: int) -> None:
-        self.controller, self.step_kl, self.group_size = controller, step_kl, group_size
-        self._entropy: torch.Tensor | None = None  # [B] this step's H, for commit
-
-    def epsilons(self, entropy: torch.Tensor | None, response_mask: torch.Tensor,
-                 probe: ProbeStats | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """ε per row [N] (the group's ε repeated over its G rows), twice: the clip is symmetric.
-        entropy: π_old's token entropy [N, T]."""
-        assert entropy is not None and probe is not None, "the adaptive clip needs H and the probe"
-        self._entropy = group_token_mean(entropy, response_mask, self.group_size).cpu()  # [B]
-        eps = self.controller.epsilons(self._entropy, probe, self.step_kl.value)  # [B]
-        eps = expand_groups(eps, self.group_size).to(response_mask.device)  # [N]
-        return eps, eps
-
-    def commit(self, drift: torch.Tensor | None, gather: Gather) -> None:
-        """drift: the step's drift averaged over processes (``step_drift``)."""
-        assert drift is not None and self._entropy is not None
-        self.step_kl.observe(drift)
-        self.controller.update(gather(self._entropy))
-        self.step_kl.update()

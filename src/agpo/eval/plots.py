@@ -1,7 +1,8 @@
 """Report figures (matplotlib, Agg backend), as base64 PNG for the one-file HTML or as files.
 
 Every figure that compares models takes a ``colors`` map (label → colour, from ``colors_for``),
-so a method keeps its colour from the pass@k panels to the training panels.
+so a method keeps its colour from the pass@k panels to the training panels. Labels and titles
+(folder names, task names: anything a user named) are drawn as plain text (``plain``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ class Curve:
     mean: Sequence[float]
     low: Sequence[float]
     high: Sequence[float]
+
+
+def plain(text: str) -> str:
+    """``text`` drawn as written: matplotlib reads ``$...$`` as mathtext, so a folder named
+    ``run_$x`` would fail the figure (or change how it reads); ``\\$`` is a literal ``$``."""
+    return text.replace("$", r"\$")
 
 
 def colors_for(labels: Sequence[str]) -> dict[str, str]:
@@ -71,7 +78,7 @@ def draw_passk(ax: Axes, title: str, curves: Sequence[Curve],
     for curve in curves:
         color = (colors or {}).get(curve.label)
         base = curve.label == BASE_LABEL
-        (line,) = ax.plot(curve.ks, curve.mean, marker="o", markersize=3, label=curve.label,
+        (line,) = ax.plot(curve.ks, curve.mean, marker="o", markersize=3, label=plain(curve.label),
                           color=color, linewidth=2.2 if base else 1.3, zorder=3 if base else 2)
         ax.fill_between(curve.ks, curve.low, curve.high, color=line.get_color(), alpha=0.15,
                         linewidth=0)
@@ -80,7 +87,7 @@ def draw_passk(ax: Axes, title: str, curves: Sequence[Curve],
     ax.set_xlabel("k (samples)")
     ax.set_ylabel("pass@k")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(plain(title), fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
 
 
@@ -98,7 +105,7 @@ def passk_panels(
         ax.set_visible(False)
     _legend(fig, axes.flat[0])
     if title:
-        fig.suptitle(title)
+        fig.suptitle(plain(title))
     fig.tight_layout()
     return fig
 
@@ -123,18 +130,18 @@ def training_panels(
                              sharex=True)
     for ax, (name, series) in zip(axes.flat, panels):
         for label, (xs, ys) in series.items():
-            ax.plot(xs, ys, label=label, linewidth=1.2, color=(colors or {}).get(label))
-        ax.set_title(name, fontsize=10)
+            ax.plot(xs, ys, label=plain(label), linewidth=1.2, color=(colors or {}).get(label))
+        ax.set_title(plain(name), fontsize=10)
         ax.tick_params(labelsize=8, labelbottom=True)
         ax.grid(True, alpha=0.3)
     for ax in axes[-1]:
-        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_xlabel(plain(xlabel), fontsize=8)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     widest = max(axes.flat[: len(panels)], key=lambda a: len(a.get_lines()))
     _legend(fig, widest)
     if title:
-        fig.suptitle(title, y=1.0)
+        fig.suptitle(plain(title), y=1.0)
     fig.tight_layout()
     return fig
 

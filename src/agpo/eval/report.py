@@ -13,8 +13,9 @@ PNG; every piece of model or dataset text goes through ``html.escape`` (it is un
 from __future__ import annotations
 
 import html
-import json
 import math
+import os
+import sys
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +25,9 @@ from agpo.errors import UserError, at
 from agpo.eval.bootstrap import bootstrap_ci, per_problem_passk
 from agpo.eval.passk import report_ks
 from agpo.eval.plots import Curve, Series, colors_for, passk_panels, png_base64, training_panels
-from agpo.eval.samples import SAMPLES, iter_rows
+from agpo.eval.samples import SAMPLES, SampleKeys, iter_rows
 from agpo.eval.summary import summarize, tally
-from agpo.io import read_metrics
+from agpo.io import load_json, read_jsonl, read_metrics, replace_text
 
 # Training panels: title → metric keys tried in order (the first one a run logged is drawn).
 TRAINING_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -68,10 +69,12 @@ class RunDir:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise at(path, e.lineno, f"not valid JSON ({e.msg})") from None
+    """A JSON object from ``path``, or a UserError naming the file (and line)."""
+    data = load_json(path)
+    if not isinstance(data, dict):
+        raise at(path, None, f"expected a JSON object (an eval's settings), got "
+                             f"{type(data).__name__}")
+    return data
 
 
 def _benchmark_name(cfg: dict[str, Any], path: Path) -> str:
@@ -80,18 +83,22 @@ def _benchmark_name(cfg: dict[str, Any], path: Path) -> str:
 
 
 def load_eval(path: Path, label: str) -> EvalDir:
-    """Per-problem counts (streamed from samples.jsonl) and metrics of one eval directory."""
-    tallies = tally(iter_rows(path / SAMPLES))
+    """Per-problem counts (streamed from samples.jsonl) and metrics of one eval directory. A row
+    repeating an earlier one of its (problem_id, sample) is counted once, with a warning on
+    stderr (``agpo.eval.samples.SampleKeys``)."""
+    keys = SampleKeys(path / SAMPLES)
+    tallies = tally(iter_rows(path / SAMPLES, keys))
+    if (note := keys.note()) is not None:
+        print(f"warning: {note}", file=sys.stderr)
     kept = {pid: t for pid, t in tallies.items() if t.n}
     if not kept:
         raise at(path / SAMPLES, None, "no usable samples")
     cfg = _read_json(path / "config.json") if (path / "config.json").exists() else {}
     problems: dict[str, dict[str, Any]] = {}
     if (path / "problems.jsonl").exists():
-        for line in (path / "problems.jsonl").read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                problems[str(rec.get("id"))] = rec
+        # A line torn by a killed writer ends the file: the viewer shows what is complete.
+        for _, rec in read_jsonl(path / "problems.jsonl", skip_torn_tail=True):
+            problems[str(rec.get("id"))] = rec
     return EvalDir(path, label, _benchmark_name(cfg, path), list(kept),
                    [t.n for t in kept.values()], [t.c for t in kept.values()],
                    summarize(tallies), problems)
@@ -297,7 +304,7 @@ def viewer_section(e: EvalDir) -> str:
     """A few correct and incorrect completions of the first problems (streamed, bounded)."""
     chosen = e.ids[:VIEWER_PROBLEMS]
     picked: dict[tuple[str, bool], list[dict[str, Any]]] = {}
-    for row in iter_rows(e.path / SAMPLES):
+    for row in iter_rows(e.path / SAMPLES, SampleKeys(e.path / SAMPLES)):
         key = (str(row["problem_id"]), bool(row["correct"]))
         if key[0] in chosen and len(picked.setdefault(key, [])) < VIEWER_PER_KIND:
             picked[key].append(row)
@@ -345,10 +352,16 @@ window.addEventListener('load', function () {
 """
 
 
+GENERATOR = "<meta name=generator content=agpo-report>"
+"""In the head of every page agpo writes: what lets ``--out`` replace a report, and nothing
+else."""
+_LEGACY_MARK = "window.__errors = 0;"  # pages written before GENERATOR existed carry this
+
+
 def page(title: str, body: str) -> str:
     """A self-contained HTML page: the report's style and its load-check script around ``body``
     (``body`` is HTML already escaped by its writer)."""
-    return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+    return (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8>{GENERATOR}"
             f"<title>{html.escape(title)}</title>"
             f"<style>{CSS}</style><script>{CHECK_SCRIPT}</script></head><body>"
             f"<h1>{html.escape(title)}</h1>{body}</body></html>")
@@ -374,20 +387,47 @@ def render_html(
     return page(title, f"{intro}<p class=meta>from {sources}</p>{''.join(parts)}")
 
 
+def check_out(out: Path) -> None:
+    """``--out`` must be a new file or a report agpo wrote (``GENERATOR`` in its head): the
+    rule of ``agpo eval --out``, for one file. Never a directory, a link, or any other file (a
+    run's config.yaml, a model's weights), which writing the report would destroy."""
+    flag = f"--out {out}"
+    if out.is_symlink():
+        target = os.readlink(out)
+        raise UserError(f"{flag}: is a symbolic link (to {target!r}); give the file itself")
+    if out.is_dir():
+        raise UserError(f"{flag}: is a directory; give the HTML file to write, e.g. "
+                        f"{out / 'report.html'}")
+    if not out.exists():
+        return
+    if not out.is_file():
+        raise UserError(f"{flag}: exists and is not a regular file; choose a new file")
+    try:
+        with out.open("rb") as f:
+            head = f.read(8192).decode("utf-8", "replace")
+    except OSError as e:
+        why = f"exists and cannot be read ({e.strerror}); choose a new file"
+        raise UserError(f"{flag}: {why}") from None
+    ours = head.startswith("<!DOCTYPE html>") and (GENERATOR in head or _LEGACY_MARK in head)
+    if not ours:
+        raise UserError(f"{flag}: exists and is not a report agpo wrote; choose a new file (or "
+                        "remove this one yourself)")
+
+
 def build_report(
     dirs: Sequence[str | Path], out_html: str | Path, *, labels: Mapping[str, str] | None = None,
     subsets: Mapping[str, Collection[str]] | None = None, title: str = "agpo report",
     intro: str = "",
 ) -> Path:
-    """Write the report over ``dirs`` (eval and/or run directories) to ``out_html``.
+    """Write the report over ``dirs`` (eval and/or run directories) to ``out_html``, which must
+    be new or an earlier report (``check_out``: checked before anything is read).
 
     ``labels``: directory (as given) → label; ``subsets``: name → problem ids, each drawn in a
     pass@k panel of its own beside the all-problems one.
     """
-    evals, runs = discover([Path(d) for d in dirs], labels)
     out = Path(out_html)
+    check_out(out)
+    evals, runs = discover([Path(d) for d in dirs], labels)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(render_html(evals, runs, subsets, title, intro), encoding="utf-8")
-    tmp.replace(out)
+    replace_text(out, render_html(evals, runs, subsets, title, intro))
     return out

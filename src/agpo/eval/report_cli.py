@@ -17,7 +17,8 @@ class ReportArgs:
     dirs: Annotated[tuple[Path, ...], tyro.conf.Positional]
     """Eval and/or run directories; evals of the same task share one pass@k plot."""
     out: Path = Path("report.html")
-    """The HTML file to write (self-contained: plots are embedded)."""
+    """The HTML file to write (self-contained: plots are embedded). An existing file is
+    replaced only when it is a report agpo wrote; never a directory or any other file."""
 
 
 def main(argv: list[str]) -> int:

@@ -8,15 +8,27 @@ appends only its missing rows. Batch b's verification runs while batch b+1 sampl
 (``RewardFn.submit``); its rows are written after that, still in batch order. Completions are
 written and dropped batch by batch; what stays in memory per sample is its extracted answer,
 verdict and token statistics (``ProblemTally``), from which the metrics are computed at the end.
+
+Samples are only as good as what they were verified against. verified.json records, per
+problem, a hash of its rendered prompt and one of its gold answer, its metadata and the verifier
+(settings and code). A resume compares them with the task and the verifier as they are now: a
+problem whose gold or verifier changed has its samples re-verified (same completions, new
+verdicts); a problem whose prompt changed, or that left the task, has samples of another
+question, and the eval is refused, naming it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
+import hashlib
+import importlib.metadata
 import json
 import math
+import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +37,19 @@ from typing import Any
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from agpo.errors import UserError
 from agpo.eval.samples import SAMPLES, append_rows, iter_rows, repair_tail
 from agpo.eval.summary import ProblemTally, summarize, tally
+from agpo.io import replace_text
 from agpo.rollout import Engine, SamplingConfig, TransformersEngine
+from agpo.tasks import write_items
 from agpo.tasks.templates import render_prompt
 from agpo.types import RewardResult, Rollout, TaskItem
+
+PROBLEMS = "problems.jsonl"
+VERIFIED = "verified.json"
+# Reward settings that change how fast verdicts come, never which.
+_SPEED_ONLY = ("workers", "cache_size")
 
 
 @dataclass
@@ -96,6 +116,7 @@ def evaluate_items(
     progress: bool = True,
     timing: Timing | None = None,
     engine: Engine | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> dict[str, float | int]:
     """Sample ``n`` responses per item, verify them, return passk.json's metrics.
 
@@ -105,24 +126,22 @@ def evaluate_items(
     already there are not sampled again (resume), and the metrics cover the whole file. Without
     it (periodic eval during training) rows are tallied in memory and dropped. ``engine``
     samples (default: the transformers engine on ``model``); a vLLM engine pushes ``model``'s
-    weights first when they changed.
+    weights first when they changed. With ``out_dir``, rows already there are first checked
+    against the problems as they are now (the module docstring); ``say`` (default: stderr)
+    gets the line that reports a re-verification.
     """
     if n < 1:
         raise ValueError(f"n must be ≥ 1, got {n}")
     timing = timing if timing is not None else Timing()
     engine = engine if engine is not None else TransformersEngine(model, tokenizer)
     path = out_dir / SAMPLES if out_dir is not None else None
+    prompts = [render_prompt(it, template, tokenizer) for it in items]
     tallies: dict[str, ProblemTally] = {}
     done: set[tuple[str, int]] = set()
     if path is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        repair_tail(path)
-        if path.exists():
-            # One read serves both resume (what to skip) and the metrics of earlier rows.
-            for row in iter_rows(path):
-                done.add((str(row["problem_id"]), int(row["sample"])))
-                tally([row], into=tallies)
-    prompts = [render_prompt(it, template, tokenizer) for it in items]
+        done, tallies = _resume(out_dir, items, prompts,
+                                lambda it: render_prompt(it, template, tokenizer), reward_fn,
+                                say or _stderr)
     device = next(model.parameters()).device
     todo = [(b, units) for b, units in batches(len(items), n, sampling.batch_size)
             if any((items[u // n].id, u % n) not in done for u in units)]
@@ -136,7 +155,6 @@ def evaluate_items(
             if path is not None:
                 append_rows(path, rows)
             tally(rows, into=tallies)
-            bar.advance(task, len(batch.units))
 
         # Batch b is verified (reward_fn.submit) while batch b+1 samples, then its rows are
         # written: the same rows in the same order as sample → verify → write, one batch later.
@@ -145,6 +163,9 @@ def evaluate_items(
             for b, units in todo:
                 batch = _start_batch(engine, items, prompts, n, units, sampling,
                                      reward_fn, batch_generator(seed, b, device), timing)
+                # The bar counts samples as they land, not as they are written (one batch
+                # later, after the next batch has sampled while this one was verified).
+                bar.advance(task, len(units))
                 if pending is not None:
                     previous, pending = pending, None
                     finish(previous)
@@ -160,6 +181,33 @@ def evaluate_items(
         if pending is not None:
             finish(pending)
     return summarize(tallies)
+
+
+def _resume(
+    out_dir: Path, items: Sequence[TaskItem], prompts: Sequence[str],
+    render: Callable[[TaskItem], str], reward_fn: Any, say: Callable[[str], None],
+) -> tuple[set[tuple[str, int]], dict[str, ProblemTally]]:
+    """Prepare ``out_dir`` for this eval's rows: the rows already there reconciled with the
+    problems as they are now, problems.jsonl and verified.json written; returns the (problem,
+    sample) pairs on disk and their tallies."""
+    path = out_dir / SAMPLES
+    out_dir.mkdir(parents=True, exist_ok=True)
+    repair_tail(path)
+    settings = verifier_settings(reward_fn)
+    keys = problem_keys(items, prompts, settings)
+    if path.exists():
+        reconcile(out_dir, items, keys, reward_fn, render, say)
+    write_items(list(items), out_dir / PROBLEMS)
+    # Before any new row: a row on disk is always verified against what this file says.
+    replace_text(out_dir / VERIFIED, json.dumps({"problems": keys}, indent=0) + "\n")
+    done: set[tuple[str, int]] = set()
+    tallies: dict[str, ProblemTally] = {}
+    if path.exists():
+        # One read serves both resume (what to skip) and the metrics of earlier rows.
+        for row in iter_rows(path):
+            done.add((str(row["problem_id"]), int(row["sample"])))
+            tally([row], into=tallies)
+    return done, tallies
 
 
 @dataclass
@@ -213,15 +261,139 @@ def _progress(enabled: bool) -> Progress:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically (temp file + rename): a reader never sees half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n")
-    tmp.replace(path)
+    """Write JSON in one atomic write (``agpo.io.replace_text``): a reader never sees half a
+    file. NaN and ±inf become null (strict JSON readers reject them)."""
+    replace_text(path, json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
 
 
-def _jsonable(x: Any) -> Any:
+def _finite(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
     if isinstance(x, Path):
         return str(x)
-    if isinstance(x, float) and math.isnan(x):
+    if isinstance(x, float) and not math.isfinite(x):
         return None
-    raise TypeError(f"not JSON-serialisable: {type(x).__name__}")
+    return x
+
+
+# --------------------------------------------------------------------------- what was verified
+
+
+def _digest(data: Any) -> str:
+    text = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def verifier_settings(reward_fn: Any) -> dict[str, Any]:
+    """What decides a verdict besides the problem: the reward settings (``RewardFn.cfg`` less
+    its speed knobs) and the verifier's code (``verifier_code``); {} for a reward function that
+    does not say."""
+    cfg = getattr(reward_fn, "cfg", None)
+    if cfg is None or not dataclasses.is_dataclass(cfg):
+        return {}
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _SPEED_ONLY}
+    return {**settings, "code": verifier_code()}
+
+
+@functools.lru_cache(maxsize=1)
+def verifier_code() -> str:
+    """A hash of the code that grades: agpo's rewards package and the installed math-verify. A
+    fix to the grader (one that stops crediting a restated expression) re-verifies the samples
+    of a resumed eval instead of keeping the old verdicts beside new ones."""
+    import agpo.rewards
+
+    root = Path(agpo.rewards.__file__).parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    try:
+        h.update(importlib.metadata.version("math-verify").encode())
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    return h.hexdigest()[:16]
+
+
+def problem_keys(
+    items: Sequence[TaskItem], prompts: Sequence[str], verifier: Mapping[str, Any],
+) -> dict[str, dict[str, str]]:
+    """problem id → {"prompt": hash of the rendered prompt, "check": hash of the gold answer,
+    the metadata (less its line number in the task file, which moves with unrelated edits)
+    and the verifier settings}."""
+    return {
+        it.id: {"prompt": _digest(prompt),
+                "check": _digest([it.gold, {k: v for k, v in it.meta.items() if k != "line"},
+                                  verifier])}
+        for it, prompt in zip(items, prompts, strict=True)
+    }
+
+
+def reconcile(
+    out_dir: Path, items: Sequence[TaskItem], keys: Mapping[str, Mapping[str, str]],
+    reward_fn: Any, render: Callable[[TaskItem], str], say: Callable[[str], None],
+) -> None:
+    """Bring the rows of ``out_dir``'s samples file in line with ``items`` before a resume:
+    re-verify the samples of a problem whose check changed, refuse (naming them) problems whose
+    prompt changed or that left the task. ``render`` shows a problem to the model (the prompts
+    of an eval written before verified.json are re-rendered from its problems.jsonl)."""
+    path = out_dir / SAMPLES
+    recorded = _recorded(out_dir, render)
+    ids: set[str] = {str(row["problem_id"]) for row in iter_rows(path)}
+    gone = sorted(ids - keys.keys())
+    moved = sorted(p for p in ids & keys.keys()
+                   if p in recorded and recorded[p].get("prompt") != keys[p]["prompt"])
+    if gone or moved:
+        what = "; ".join(part for part in (
+            gone and f"no longer in the task: {_names(gone)}",
+            moved and f"with another prompt now: {_names(moved)}") if part)
+        raise UserError(f"{path}: holds samples of problems {what}; those samples answer another "
+                        "question: restore the task, or choose a new --out")
+    stale = {p for p in ids if p not in recorded or recorded[p].get("check") != keys[p]["check"]}
+    if not stale:
+        return
+    rows = list(iter_rows(path))
+    redo = [i for i, row in enumerate(rows) if str(row["problem_id"]) in stale]
+    if any(not isinstance(rows[i].get("completion"), str) for i in redo):
+        raise UserError(f"{path}: rows of {_names(sorted(stale))} need re-verifying (their gold "
+                        "answer or verifier changed) but carry no completion; choose a new --out")
+    by_id = {it.id: it for it in items}
+    verdicts = reward_fn.batch([by_id[str(rows[i]["problem_id"])] for i in redo],
+                               [rows[i]["completion"] for i in redo])
+    for i, v in zip(redo, verdicts, strict=True):
+        rows[i] = {**rows[i], "parsed": v.parsed, "correct": v.score >= 1.0, "score": v.score,
+                   "failure": v.failure}
+    replace_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    say(f"{path}: re-verified {len(redo)} samples of {len(stale)} problem(s) whose gold answer or "
+        f"verifier (settings or code) changed since they were verified: {_names(sorted(stale))}")
+
+
+def _recorded(out_dir: Path, render: Callable[[TaskItem], str]) -> dict[str, dict[str, str]]:
+    """What the samples on disk were verified against: verified.json; for an eval from before
+    it, the prompts of the problems.jsonl it wrote and no check (its verifier is not known, so
+    every row is re-verified); {} when neither is readable (every row is re-verified)."""
+    try:
+        data = json.loads((out_dir / VERIFIED).read_text(encoding="utf-8"))
+        problems = data["problems"]
+        if isinstance(problems, dict):
+            return {str(k): v for k, v in problems.items() if isinstance(v, dict)}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    if (out_dir / VERIFIED).exists():
+        return {}  # damaged: trust nothing, re-verify every row
+    try:
+        old = [TaskItem(id=str(r["id"]), prompt=str(r["prompt"]), gold=str(r["gold"]),
+                        meta=r.get("meta") or {})
+               for r in map(json.loads, (out_dir / PROBLEMS).read_text(encoding="utf-8").splitlines())]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+    return {it.id: {"prompt": _digest(render(it))} for it in old}
+
+
+def _names(ids: Sequence[str], most: int = 5) -> str:
+    shown = ", ".join(ids[:most])
+    return shown + (f" and {len(ids) - most} more" if len(ids) > most else "")
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)

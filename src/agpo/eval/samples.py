@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agpo.errors import at
-from agpo.io import is_finite_number, read_jsonl
+from agpo.io import dumps_finite, is_finite_number, naming, read_jsonl
 
 SAMPLES = "samples.jsonl"
 REQUIRED = ("problem_id", "sample", "correct")
@@ -31,15 +31,64 @@ def repair_tail(path: Path) -> None:
             f.truncate(cut)
 
 
-def iter_rows(path: Path) -> Iterator[dict[str, Any]]:
+def iter_rows(path: Path, keys: SampleKeys | None = None) -> Iterator[dict[str, Any]]:
     """Every complete row of a samples file, checked by ``check_row`` (a torn last line from a
-    killed run is skipped)."""
+    killed run is skipped); with ``keys``, a row that repeats an earlier one is left out
+    (see ``SampleKeys``)."""
     for lineno, row in read_jsonl(path, skip_torn_tail=True):
         missing = [k for k in REQUIRED if k not in row]
         if missing:
             raise at(path, lineno, f"field {missing[0]!r}: missing (a samples row needs "
                                    f"{', '.join(REQUIRED)})")
-        yield check_row(row, path, lineno)
+        row = check_row(row, path, lineno)
+        if keys is None or keys.admit(row, lineno):
+            yield row
+
+
+class SampleKeys:
+    """Counts each (problem_id, sample) once. A file appended to twice, or two copies of one
+    file concatenated, repeats rows: counting them would add samples that were never drawn
+    (four copies of one row make n = 4 of one sample). A row identical to an earlier row of the
+    same (problem_id, sample) is left out and counted in ``note``; one with other content is an
+    error (two different samples cannot share an index: which one counts is not ours to
+    guess). Rows without ``sample`` have no identity to compare and are all counted.
+    Keeps a line number and a hash per sample, not the rows."""
+
+    def __init__(self, path: object) -> None:
+        self.path = path
+        self.seen: dict[tuple[str, int], tuple[int, int]] = {}
+        self.dropped = 0
+        self.first_dropped: int | None = None
+
+    def admit(self, row: dict[str, Any], lineno: int) -> bool:
+        """Whether ``row`` (checked by ``check_row``) is new, else a UserError if it
+        contradicts the earlier row of its (problem_id, sample)."""
+        if row.get("sample") is None:
+            return True
+        key = (str(row["problem_id"]), int(row["sample"]))
+        try:
+            digest = hash(frozenset(row.items()))  # 8x cheaper than serialising the row
+        except TypeError:  # a list or object among the values
+            digest = hash(json.dumps(row, sort_keys=True))
+        first = self.seen.setdefault(key, (lineno, digest))
+        if first[0] == lineno:
+            return True
+        if first[1] != digest:
+            raise at(self.path, lineno, f"sample: problem {key[0]!r} sample {key[1]} is already "
+                                        f"on line {first[0]}, with other content; a samples "
+                                        "file holds each (problem_id, sample) once (renumber "
+                                        "'sample' if both are real samples)")
+        self.dropped += 1
+        self.first_dropped = self.first_dropped or lineno
+        return False
+
+    def note(self) -> str | None:
+        """The line to print when rows were left out, else None."""
+        if not self.dropped:
+            return None
+        return (f"{self.path}: {self.dropped} row(s) repeat an earlier row of the same "
+                f"(problem_id, sample) exactly (the first on line {self.first_dropped}); "
+                "each sample is counted once")
 
 
 def check_row(
@@ -79,8 +128,9 @@ def _shown(x: Any) -> str:
 
 
 def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Append rows in one write and flush, so a kill loses at most the batch being written."""
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    with path.open("a", encoding="utf-8") as f:
+    """Append rows in one write and flush, so a kill loses at most the batch being written.
+    A NaN (an ``nll`` of a degenerate distribution) is written as null, never as bare NaN."""
+    text = "".join(dumps_finite(r, ensure_ascii=False) + "\n" for r in rows)
+    with naming(path), path.open("a", encoding="utf-8") as f:
         f.write(text)
         f.flush()

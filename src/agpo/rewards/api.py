@@ -95,6 +95,9 @@ class RewardFn:
         self.stats["verdicts"] += len(results)
         for k, row in enumerate(plans):  # counted per sample, as if each had been planned
             self.stats["inline"] += uses[k] * sum(isinstance(p, RewardResult) for p in row)
+            # an in-process deadline (a backtracking pattern) is a verifier timeout too
+            self.stats["timeouts"] += uses[k] * sum(
+                isinstance(p, RewardResult) and p.failure == "timeout" for p in row)
             # a repeat of a worker-bound plan is what the cache would have answered
             self.stats["cache_hits"] += (uses[k] - 1) * sum(isinstance(p, Pending) for p in row)
         return results
@@ -194,10 +197,15 @@ class RewardFn:
 def _result(plan: Plan, verdicts: dict[tuple[str, ...], VerifierVerdict]) -> RewardResult:
     if isinstance(plan, RewardResult):
         return plan
-    score, failure = verdicts[plan.key]
+    score, failure, read = verdicts[plan.key]
     if plan.if_gold_ok is not None and failure is None:
         score, failure = plan.if_gold_ok
-    return RewardResult(score, plan.parsed, failure)
+    elif read is not None and failure in (None, "wrong") and plan.guard is not None:
+        # What math-verify read from the response meets the same policy as agpo's own reading
+        # (an expression copied from the prompt is never credited, whatever its value).
+        failure = plan.guard(read) or failure
+        score = 0.0 if failure else score
+    return RewardResult(score, plan.parsed if plan.parsed is not None else read, failure)
 
 
 def _first_positions(slots: list[int], count: int) -> list[int]:

@@ -1,8 +1,10 @@
 """``agpo verify --task math --in pairs.jsonl``: one verdict row per (gold, pred) row, in order.
 
 Input rows are JSON objects with ``gold`` (string; numbers are accepted as written) and ``pred``
-(a bare answer or a full response); an ``id`` field is copied through. Output rows:
-``{"score": 1.0, "parsed": "25", "failure": null}``. ``-`` means stdin / stdout.
+(a bare answer or a full response); an optional ``prompt`` (the question) lets the verifier read
+the question's noun and refuse an answer that copies its expression (docs/grading.md); an
+``id`` field is copied through. Output rows: ``{"score": 1.0, "parsed": "25", "failure": null}``.
+``-`` means stdin / stdout.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ CHUNK = 1024  # rows per batch: keeps memory flat and the progress bar moving
 @dataclass(frozen=True)
 class VerifyConfig:
     input: Annotated[str, tyro.conf.arg(name="in")] = "-"
-    """JSONL file of {"gold": ..., "pred": ...} rows; '-' reads stdin."""
+    """JSONL file of {"gold": ..., "pred": ...} rows (an optional "prompt": the question);
+    '-' reads stdin."""
 
     out: str = "-"
     """Where the verdict rows go (JSONL); '-' writes stdout."""
@@ -117,12 +120,16 @@ def _read_rows(f: IO[str], name: str, skip_bad: bool) -> tuple[list[tuple[Any, s
                 raise
             bad.append(str(e))
             continue
-        rows.append((TaskItem(id=row["id"], prompt="", gold=row["gold"]), row["pred"]))
+        rows.append((TaskItem(id=row["id"], prompt=row["prompt"], gold=row["gold"]), row["pred"]))
     return rows, bad
 
 
 def _parse_row(row: dict[str, Any], name: str, line_no: int) -> dict[str, str]:
     out = {"id": str(row.get("id", "") or "")}
+    prompt = row.get("prompt", "")
+    if not isinstance(prompt, str):
+        raise at(name, line_no, f"field 'prompt': expected a string, got {json.dumps(prompt)[:40]}")
+    out["prompt"] = prompt
     for key in ("gold", "pred"):
         if key not in row:
             raise at(name, line_no, f"field '{key}': missing")

@@ -3,10 +3,11 @@ knobs of each verifier. Attribute docstrings are the ``--help`` text."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-EXTRACTORS = ("boxed", "answer", "hash", "bare")
+import regex
+
+EXTRACTORS = ("boxed", "answer", "hash", "bare", "final")
 """Answer extractors for math, by name (see :func:`agpo.rewards.extract.extract_answer`)."""
 
 
@@ -32,8 +33,10 @@ class RewardConfig:
     'error' (raise, naming the item)."""
 
     extract_order: tuple[str, ...] = EXTRACTORS
-    """Answer extractors tried in order: boxed (last \\boxed{}), answer ('Answer:' /
-    'final answer is'), hash ('####'), bare (a one-line response is the answer)."""
+    """Answer extractors tried in order: boxed (last \\boxed{}), answer ('Answer:' / 'the
+    answer is'), hash ('####'), bare (a one-line response that is only an answer), final (the
+    final statement: the last sentence stating a number the question does not give). Leave
+    out final to credit only marked answers (docs/grading.md)."""
 
     max_answer_chars: int = 1000
     """Longest extracted answer handed to the math parser; longer scores 0 ('too_long')."""
@@ -47,8 +50,9 @@ class RewardConfig:
     """`exact` verifier: a regex locating the answer in the completion; the last match's group 1
     (the whole match when it has no group), stripped, is compared with the stripped gold; no
     match scores 0 ('no_answer'). Empty: the task's own meta 'exact_pattern' if it names one,
-    else the whole stripped completion is the answer. Keep it linear (no nested quantifiers):
-    it runs in-process on model output, without the worker deadline."""
+    else the whole stripped completion is the answer. Every pattern (this one, a task's, the
+    label and format patterns) runs under the --reward.timeout-s deadline in CPU seconds; a
+    search past it scores 0 ('timeout')."""
 
     labels: tuple[str, ...] = ("E", "S", "C", "I")
     """Label set of the `label` verifier, in ordinal order (e.g. 1 2 3 4 5 for a graded scale)."""
@@ -101,8 +105,8 @@ class RewardConfig:
                               ("format-pattern", self.format_pattern),
                               ("exact-pattern", self.exact_pattern)):
             try:
-                re.compile(pattern)
-            except re.error as e:
+                regex.compile(pattern)
+            except (regex.error, RecursionError, OverflowError) as e:
                 raise ValueError(f"--reward.{name} {pattern!r}: not a regex ({e})") from None
 
     @property
@@ -123,7 +127,7 @@ class RewardConfig:
         return tuple(out)
 
     @property
-    def label_regex(self) -> re.Pattern[str]:
+    def label_regex(self) -> regex.Pattern[str]:
         """``label_pattern`` with the label set substituted (longest label first, escaped)."""
-        alternation = "|".join(re.escape(lab) for lab in sorted(self.labels, key=len, reverse=True))
-        return re.compile(self.label_pattern.replace("{labels}", alternation))
+        alternation = "|".join(regex.escape(lab) for lab in sorted(self.labels, key=len, reverse=True))
+        return regex.compile(self.label_pattern.replace("{labels}", alternation))

@@ -9,8 +9,9 @@ replaced on demand; a worker that dies mid-item gives failure ``"worker_crash"``
 Workers are fresh interpreters (``python -m agpo.rewards.worker``, like the ``spawn`` start
 method): safe when the parent has torch's threads running, and unlike multiprocessing's spawn and
 forkserver they never re-import the caller's ``__main__``, so a script without a
-``__name__ == "__main__"`` guard still works. They start lazily (≈ 0.5 s each, mostly importing
-sympy) and live across batches.
+``__name__ == "__main__"`` guard still works. They start lazily (≈ 0.5 s each on a quiet machine,
+mostly importing sympy; several seconds on a loaded one) and live across batches. An item's
+deadline starts when its worker has said it is ready: start-up is never an item's timeout.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ Job = tuple[str, tuple[str, ...]]
 """(task name in ``agpo.rewards.worker.TASKS``, string arguments)."""
 
 _SRC = str(Path(__file__).resolve().parents[2])  # the folder holding the agpo package
+STARTUP_S = 120.0  # a worker that has not said "ready" by then is broken, not slow
 
 
 def _start_worker() -> subprocess.Popen[str]:
@@ -76,6 +78,7 @@ class WorkerPool:
         results: list[VerifierVerdict | None] = [None] * len(jobs)
         pending = deque(range(len(jobs)))
         busy: dict[int, tuple[int, float]] = {}  # slot → (job index, kill time)
+        self._start(min(len(jobs), len(self._slots)))
         while pending or busy:
             for slot in range(len(self._slots)):
                 if pending and slot not in busy:
@@ -92,7 +95,7 @@ class WorkerPool:
             for slot, (j, kill) in list(busy.items()):
                 if now >= kill:
                     del busy[slot]
-                    results[j] = (0.0, "timeout")
+                    results[j] = (0.0, "timeout", None)
                     self._replace(slot)
         return results  # type: ignore[return-value]
 
@@ -112,17 +115,43 @@ class WorkerPool:
     def _receive(self, slot: int) -> VerifierVerdict:
         line = self._worker(slot).stdout.readline()  # type: ignore[union-attr]
         try:
-            _, score, failure = json.loads(line)
-            return float(score), failure
+            _, score, failure, read = json.loads(line)
+            return float(score), failure, read
         except (ValueError, TypeError):  # EOF ("") or garbage: the worker died mid-item
             self._replace(slot)
-            return 0.0, "worker_crash"
+            return 0.0, "worker_crash", None
 
     def _worker(self, slot: int) -> subprocess.Popen[str]:
         worker = self._slots[slot]
         if worker is None:
-            worker = self._slots[slot] = _start_worker()
-        return worker
+            self._start(slot + 1)
+            worker = self._slots[slot]
+        return worker  # type: ignore[return-value]
+
+    def _start(self, count: int) -> None:
+        """Start the missing workers among the first ``count`` slots, together, and wait until
+        each has imported its libraries (a first line, "ready")."""
+        started = [slot for slot in range(count) if self._slots[slot] is None]
+        for slot in started:
+            self._slots[slot] = _start_worker()
+        waiting = {self._slots[slot].stdout: slot for slot in started}  # type: ignore[union-attr]
+        deadline = time.monotonic() + STARTUP_S
+        try:
+            while waiting:
+                ready = wait(list(waiting), timeout=max(0.0, deadline - time.monotonic()))
+                if not ready:
+                    raise RuntimeError(
+                        f"a verification worker did not start within {STARTUP_S:.0f} s")
+                for stream in ready:
+                    del waiting[stream]  # type: ignore[arg-type]
+                    if stream.readline().strip() != "ready":  # type: ignore[union-attr]
+                        raise RuntimeError(
+                            "a verification worker exited at start-up; run `python -m "
+                            "agpo.rewards.worker` to see why")
+        except BaseException:
+            for slot in started:  # none of them is known to work
+                self._replace(slot)
+            raise
 
     def _replace(self, slot: int) -> None:
         worker = self._slots[slot]

@@ -10,9 +10,11 @@ worker pool.
 from __future__ import annotations
 
 import functools
-import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
+
+import regex
 
 from agpo.errors import UserError
 from agpo.registry import Registry
@@ -20,13 +22,15 @@ from agpo.rewards.config import RewardConfig
 from agpo.rewards.extract import (
     box_count,
     choice_letter,
+    has_latex,
     locate_answer,
+    math_delimited,
     normalise,
     plain_decimal,
     plain_rational,
     strip_math,
+    unearned,
 )
-from agpo.rewards.worker import VerifierVerdict
 from agpo.types import RewardResult, TaskItem
 
 BAD_GOLD = "bad_gold"
@@ -37,13 +41,15 @@ BAD_GOLD = "bad_gold"
 class Pending:
     """Work for a worker process. ``key`` identifies the verdict in the cache; when
     ``if_gold_ok`` is set the job only checks the gold answer and the verdict becomes
-    ``if_gold_ok`` once the gold parses (e.g. a response with no answer)."""
+    ``if_gold_ok`` once the gold parses (e.g. a response with no answer). ``guard`` judges
+    the answer the worker read from a whole response: a failure name voids the verdict."""
 
     key: tuple[str, ...]
     task: str
     args: tuple[str, ...]
     parsed: str | None
-    if_gold_ok: VerifierVerdict | None = None
+    if_gold_ok: tuple[float, str] | None = None
+    guard: Callable[[str], str | None] | None = field(default=None, compare=False)
 
 
 Plan = RewardResult | Pending
@@ -64,46 +70,38 @@ def _verdict(correct: bool, parsed: str | None) -> RewardResult:
     return RewardResult(1.0 if correct else 0.0, parsed, None if correct else "wrong")
 
 
-_MATH_DELIMITER = re.compile(r"(?<!\\)\$|\\\(|\\\[")  # $, \( or \[ (an escaped \$ is money)
-
-
 def _alone(extractor: str, answer: str, completion: str) -> bool:
     """Whether ``answer`` is all math-verify should read: after GSM8K's '####' (a pattern
-    math-verify does not know), in the only box, or an answer line / one-line response without
-    math delimiters left in it (a bare answer such as ``\\frac12``, which math-verify parses
-    only as a box's content). Then the exact fast paths apply and the cache key is the answer."""
+    math-verify does not know), in the only box, or a statement without math delimiters left
+    in it (agpo's reading of plain text, or a bare answer such as ``\\frac12``, which
+    math-verify parses only as a box's content). Then the exact fast paths apply and the cache
+    key is the answer."""
     if extractor == "hash":
         return True
     if extractor == "boxed":
         return box_count(completion) == 1
-    return _MATH_DELIMITER.search(answer) is None
+    if extractor == "final":  # a sentence: agpo's reading when plain, else math-verify's
+        return not has_latex(answer)
+    return not math_delimited(answer)
 
 
 @dataclass(frozen=True)
 class MathVerifier:
-    """Final answer vs gold through math-verify (gold first). Who extracts the answer:
+    """Final answer vs gold through math-verify (gold first), by the grading policy of
+    docs/grading.md: which statement of a response is its answer, what is never credited
+    (an expression copied from the prompt; an unevaluated expression where the gold is a
+    number), and the failure names.
 
+    Who reads the answer:
+
+    - agpo (``agpo.rewards.extract``), in-process: the only box, GSM8K's ``#### 42`` (a pattern
+      math-verify does not know), "the answer is" statements, and statements in plain text
+      ("So, Sara has 89 - 44 = 45 stickers left." states 45), which math-verify reads by
+      position alone (its last number); multiple-choice letters. Plain numbers are compared
+      exactly in-process; other answers go to math-verify as a box's content.
     - math-verify, from the response itself (its LaTeX and expression extraction with their
-      priorities), unless the answer stands alone: several boxes (read as one set), an answer
-      line or one-line response with inline math, display math without any stated answer.
-    - agpo, where it adds something: GSM8K's ``#### 42`` (a pattern math-verify does not
-      know); the only box, an answer line or a one-line response without math delimiters (a
-      bare answer such as ``\\frac12``), given to math-verify as a box's content, with exact
-      fast paths for plain numbers and a cache key on the answer; multiple-choice letters.
-    - none: prose without math and without a box, "Answer:" line or "####" is no answer
-      (``no_answer``): a reward needs a stated final answer.
-
-    Policies, chosen to follow math-verify where it has one:
-
-    - gold: bare LaTeX, ``$`` optional; ``1,000`` / ``1{,}000`` is one thousand (a comma between
-      groups of exactly three digits is a thousands separator, never a list); ``025`` is 25;
-      ``27.0`` is 27; an upper-case letter A–E (or ``(C)``, ``\\text{(C)}``) is a multiple-choice
-      letter, matched against the letter the response gives.
-    - percentages: ``50\\%`` accepts ``50``, ``50\\%`` and ``0.5`` (math-verify's rule).
-    - units and ``^\\circ``: dropped on both sides (``5\\text{ cm}`` ≡ ``5``).
-    - lists: a bare comma list is a set, order-free (``1, 2`` ≡ ``2, 1``); parentheses make an
-      ordered tuple or an open interval, brackets a closed interval (``[1,3]`` ≢ ``(1,3)``).
-    - equations: gold ``x = 2`` accepts ``2``; an interval gold accepts the inequality.
+      priorities): several boxes (one set), statements with inline or display math. What it
+      extracted meets the same never-credit checks.
     """
 
     cfg: RewardConfig
@@ -112,12 +110,12 @@ class MathVerifier:
         gold = strip_math(item.gold)
         if not gold:
             return RewardResult(0.0, None, BAD_GOLD)
-        located = locate_answer(completion, self.cfg.extract_order, self.cfg.max_answer_chars)
-        if located is None:  # no box, no answer line, no '####', not one line
-            if _MATH_DELIMITER.search(completion):  # math-verify reads its LaTeX
-                text = completion[-self.cfg.max_response_chars :]
-                return Pending(("math_text", gold, text), "math_text", (gold, text), None)
-            return self._gold_only(gold, None, "no_answer")  # prose without math: none stated
+        located = locate_answer(completion, self.cfg.extract_order, self.cfg.max_answer_chars,
+                                item.prompt)
+        if located is None:  # no box, no answer line, no '####', no statement of a number
+            if math_delimited(completion):  # math-verify reads its LaTeX
+                return self._read_by_math_verify(item, gold, completion)
+            return self._gold_only(gold, None, "no_answer")
         extractor, answer = located
         letter = choice_letter(gold)
         if letter is not None:
@@ -125,15 +123,22 @@ class MathVerifier:
         if not _alone(extractor, answer, completion):
             # math-verify extracts from the response itself (several boxes form one set; a
             # sentence with inline math is read for its expression or relation).
-            text = completion[-self.cfg.max_response_chars :]
-            return Pending(("math_text", gold, text), "math_text", (gold, text), answer)
+            return self._read_by_math_verify(item, gold, completion)
         if len(answer) > self.cfg.max_answer_chars:
             return self._gold_only(gold, answer[: self.cfg.max_answer_chars], "too_long")
+        failure = unearned(answer, gold, item.prompt)
+        if failure is not None:
+            return self._gold_only(gold, answer, failure)
         for exact_value in (plain_decimal, plain_rational):
             gold_value, value = exact_value(gold), exact_value(answer)
             if gold_value is not None and value is not None:
                 return _verdict(gold_value == value, answer)
         return Pending(("math", gold, normalise(answer)), "math", (gold, answer), answer)
+
+    def _read_by_math_verify(self, item: TaskItem, gold: str, completion: str) -> Pending:
+        text = completion[-self.cfg.max_response_chars :]
+        guard = functools.partial(unearned, gold=gold, prompt=item.prompt)
+        return Pending(("math_text", gold, text), "math_text", (gold, text), None, guard=guard)
 
     def _gold_only(self, gold: str, parsed: str | None, failure: str) -> Plan:
         if any(f(gold) is not None for f in (choice_letter, plain_decimal, plain_rational)):
@@ -151,6 +156,11 @@ class ExactVerifier:
     parses ``"772"``; a completion without a match scores 0 with failure ``"no_answer"``.
     The task's pattern lets ``agpo eval`` (verifier from meta) and ``agpo train
     --reward.verifier exact`` grade a worked-steps task without extra flags.
+
+    A task file is untrusted input and a pattern may backtrack catastrophically (``(a|aa)+$``
+    on a run of a's ending in b: each further a multiplies the work by 1.6), so the search runs
+    under the item deadline (see ``last_match``) and one past it scores 0 with failure
+    ``"timeout"``.
     """
 
     cfg: RewardConfig
@@ -163,13 +173,14 @@ class ExactVerifier:
         if not pattern:
             answer = completion.strip()
             return _verdict(answer == gold, answer[: self.cfg.max_answer_chars])
-        last = None
         try:
-            regex = _compile(pattern)
-        except re.error as e:
+            compiled = compile_pattern(pattern)
+        except (regex.error, RecursionError, OverflowError) as e:
             raise UserError(f"item {item.id!r}: exact pattern {pattern!r} is not a regex ({e})") from None
-        for last in regex.finditer(completion):
-            pass
+        try:
+            last = last_match(compiled, completion, self.cfg.timeout_s)
+        except TimeoutError:
+            return RewardResult(0.0, None, "timeout")
         if last is None:
             return RewardResult(0.0, None, "no_answer")
         answer = (last.group(1) if last.re.groups else last.group(0)) or ""
@@ -178,8 +189,24 @@ class ExactVerifier:
 
 
 @functools.lru_cache(maxsize=64)
-def _compile(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+def compile_pattern(pattern: str) -> regex.Pattern[str]:
+    """``pattern`` compiled by the ``regex`` engine (the syntax of ``re``), cached."""
+    return regex.compile(pattern)
+
+
+def last_match(pattern: regex.Pattern[str], text: str, timeout_s: float) -> regex.Match[str] | None:
+    """The last match of ``pattern`` in ``text``; TimeoutError past ``timeout_s``.
+
+    ``re`` cannot be stopped once it matches (its C loop never returns to Python, and a worker's
+    SIGALRM is never seen); the ``regex`` engine checks its deadline while it backtracks. That
+    deadline counts the process's CPU seconds, not wall seconds: on a loaded machine it ends
+    later than the clock says, and a busy multi-threaded caller reaches it sooner, never for a
+    pattern that finishes in milliseconds.
+    """
+    last = None
+    for last in pattern.finditer(text, timeout=timeout_s, concurrent=True):
+        pass
+    return last
 
 
 @dataclass(frozen=True)
@@ -199,7 +226,10 @@ class LabelVerifier:
         gold = index.get(item.gold.strip().lower())
         if gold is None:
             return RewardResult(0.0, None, BAD_GOLD)
-        pred = self._parse(completion, index)
+        try:
+            pred = self._parse(completion, index)
+        except TimeoutError:  # a --reward.label-pattern that backtracks on this completion
+            return RewardResult(0.0, None, "timeout")
         if pred is None:
             return RewardResult(0.0, None, "no_answer")
         parsed = self.cfg.labels[pred]
@@ -211,9 +241,7 @@ class LabelVerifier:
         whole = strip_math(completion).strip("*()[]. ").lower()
         if whole in index:
             return index[whole]
-        last = None
-        for last in self.cfg.label_regex.finditer(completion):
-            pass
+        last = last_match(self.cfg.label_regex, completion, self.cfg.timeout_s)
         return None if last is None else index.get(last.group(1).lower())
 
 
@@ -236,7 +264,11 @@ class FormatVerifier:
         )
         ok = ok and (len(lines) > 1 or not self.cfg.format_require_reasoning)
         if ok and self.cfg.format_pattern:
-            ok = re.search(self.cfg.format_pattern, completion) is not None
+            try:
+                ok = compile_pattern(self.cfg.format_pattern).search(
+                    completion, timeout=self.cfg.timeout_s, concurrent=True) is not None
+            except TimeoutError:
+                return RewardResult(0.0, last[:200], "timeout")
         return RewardResult(1.0 if ok else 0.0, last[:200], None if ok else "format")
 
 

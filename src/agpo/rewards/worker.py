@@ -24,8 +24,10 @@ from typing import IO
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
-VerifierVerdict = tuple[float, "str | None"]
-"""A verifier's (score, failure reason) for one item; the reason is None when it verified."""
+VerifierVerdict = tuple[float, "str | None", "str | None"]
+"""A verifier's (score, failure reason, answer read) for one item: the reason is None when it
+verified; the answer read is what math-verify extracted from a whole response (None when the
+caller gave it the answer)."""
 
 _BOXED = [LatexExtractionConfig(boxed_match_priority=0)]
 _ANY = [LatexExtractionConfig(), ExprExtractionConfig()]
@@ -61,40 +63,42 @@ def math_verdict(gold: str, answer: str) -> VerifierVerdict:
     inequality)."""
     gold_parsed = list(_parse_gold(gold))
     if not gold_parsed:
-        return 0.0, "bad_gold"
+        return 0.0, "bad_gold", None
     pred_parsed = parse_math(answer)
     if not pred_parsed:
-        return 0.0, "unparsed"
+        return 0.0, "unparsed", None
     if verify(gold_parsed, pred_parsed, timeout_seconds=None):  # type: ignore[arg-type]
-        return 1.0, None
-    return 0.0, "wrong"
+        return 1.0, None, None
+    return 0.0, "wrong", None
 
 
 def math_text_verdict(gold: str, response: str) -> VerifierVerdict:
     """``math_verdict`` with math-verify's own extraction over a whole response (its LaTeX and
     expression configs and their priorities: boxed answers, several boxes as one set, "final
-    answer is", the last expression); (0, 'no_answer') when it finds none."""
+    answer is", the last expression); (0, 'no_answer') when it finds none. The answer read is
+    the text math-verify extracted, which the caller checks against agpo's policy."""
     gold_parsed = list(_parse_gold(gold))
     if not gold_parsed:
-        return 0.0, "bad_gold"
+        return 0.0, "bad_gold", None
     pred_parsed = parse(response, _ANY, parsing_timeout=None)  # type: ignore[arg-type]
     if not any(not isinstance(p, str) for p in pred_parsed):
-        return 0.0, "no_answer"
+        return 0.0, "no_answer", None
+    read = next((p for p in pred_parsed if isinstance(p, str)), None)
     if verify(gold_parsed, pred_parsed, timeout_seconds=None):  # type: ignore[arg-type]
-        return 1.0, None
-    return 0.0, "wrong"
+        return 1.0, None, read
+    return 0.0, "wrong", read
 
 
 def gold_check(gold: str) -> VerifierVerdict:
     """(1, None) when ``gold`` parses, (0, 'bad_gold') when it does not."""
-    return (1.0, None) if _parse_gold(gold) else (0.0, "bad_gold")
+    return (1.0, None, None) if _parse_gold(gold) else (0.0, "bad_gold", None)
 
 
 def _sleep(seconds: str) -> VerifierVerdict:
     """Self-test: a worker stuck in C code (time.sleep with signals blocked)."""
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
     time.sleep(float(seconds))
-    return 1.0, None
+    return 1.0, None, None
 
 
 def _exit(code: str) -> VerifierVerdict:
@@ -126,26 +130,28 @@ def run_task(task: str, args: tuple[str, ...], timeout_s: float) -> VerifierVerd
     try:
         return fn(*args)
     except Deadline:
-        return 0.0, "timeout"
+        return 0.0, "timeout", None
     except (Exception, RecursionError):
-        return 0.0, "error"
+        return 0.0, "error", None
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
 
 
 def serve(stdin: IO[str], stdout: IO[str]) -> None:
-    """Worker main loop over JSON lines: ``[job_id, task, args, timeout_s]`` in,
-    ``[job_id, score, failure]`` out; end of input ends it. JSON, not pickle: the parent never
-    unpickles anything a worker (which parses model output) produced."""
+    """Worker main loop over JSON lines: ``ready`` first, then ``[job_id, task, args, timeout_s]``
+    in, ``[job_id, score, failure, read]`` out; end of input ends it. JSON, not pickle: the parent
+    never unpickles anything a worker (which parses model output) produced."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    stdout.write("ready\n")  # imports done: the parent starts item deadlines from here
+    stdout.flush()
     for line in stdin:
         job_id, task, args, timeout_s = json.loads(line)
         try:
-            score, failure = run_task(task, tuple(args), timeout_s)
+            score, failure, read = run_task(task, tuple(args), timeout_s)
         except Deadline:  # fired between the task's return and the timer's reset
-            score, failure = 0.0, "timeout"
-        stdout.write(json.dumps([job_id, score, failure]) + "\n")
+            score, failure, read = 0.0, "timeout", None
+        stdout.write(json.dumps([job_id, score, failure, read]) + "\n")
         stdout.flush()
 
 

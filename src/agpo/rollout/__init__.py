@@ -1,12 +1,17 @@
-"""Rollout: sample responses from a causal LM and score their tokens (log-probs, entropy).
+"""agpo.rollout — sampling: turn prompts into a Rollout of responses with their log-probs.
 
-Engines (``--rollout.engine``): ``transformers`` (agpo's sampler, always available) and ``vllm``
-(rollout/vllm.py, imported only when chosen, so agpo runs without vLLM installed).
+engines   the Engine protocol and ENGINES, the registry of engines (``--rollout.engine``)
+sampler   agpo's own KV-cached sampler, the ``transformers`` engine (always available)
+vllm      the ``vllm`` engine (vLLM imported only when it runs, so agpo runs without it)
+config    SamplingConfig, the ``rollout`` section of a run config
+
+Scoring sampled tokens under the policy (log-probs, entropy, the prompt cache) is agpo.policy.
 """
 
+from agpo.rollout import vllm as _vllm  # noqa: F401 — registers the "vllm" engine
 from agpo.rollout.config import SamplingConfig
-from agpo.rollout.engine import concat, sample, select, token_logprobs
-from agpo.rollout.engines import ENGINES, Engine, TransformersEngine, build_engine
+from agpo.rollout.engines import ENGINES, Engine, EngineProps, TransformersEngine, build_engine, require_engine
+from agpo.rollout.sampler import sample
 
-__all__ = ["ENGINES", "Engine", "SamplingConfig", "TransformersEngine", "build_engine", "concat",
-           "sample", "select", "token_logprobs"]
+__all__ = ["ENGINES", "Engine", "EngineProps", "SamplingConfig", "TransformersEngine", "build_engine",
+           "require_engine", "sample"]

@@ -1,29 +1,34 @@
 """Rollout engines: who turns prompts into a Rollout. The sampling phase and the eval runner ask
 an Engine; which one is a config value (``--rollout.engine``), never a branch in the loop.
 
-- ``transformers``: agpo's own sampler (rollout/engine.py) on the policy module itself, so it
+Every engine is an entry of ``ENGINES`` (an ``agpo.registry.Registry``), the one list of engine
+names: a factory ``(model, tokenizer, cfg) → Engine`` registered with its ``EngineProps``.
+
+- ``transformers``: agpo's own sampler (rollout/sampler.py) on the policy module itself, so it
   always samples the current weights and its log-probs are the trainer's own computation.
-- ``vllm``: a vLLM engine in the same process (rollout/vllm.py, imported only when chosen). It
-  holds its own copy of the weights; it compares the policy's parameter versions before each
-  sampling and pushes the weights when they changed, which is the same as pushing after every
-  optimizer step (nothing samples in between). Its log-probs come from other kernels, so they are
-  not the trainer's (``exact_logprobs`` False): training logs the gap to the trainer's, which
-  is what π_old always is (RunConfig.old_logprobs_in_update).
+- ``vllm``: a vLLM engine in the same process (rollout/vllm.py registers it; vLLM itself is
+  imported only when it runs). It holds its own copy of the weights; it compares the policy's
+  parameter versions before each sampling and pushes the weights when they changed, which is
+  the same as pushing after every optimizer step (nothing samples in between). Its log-probs
+  come from other kernels, so they are not the trainer's (``exact_logprobs`` False): training
+  logs the gap to the trainer's π_old, which the update computes itself whatever the engine.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
-from agpo.rollout.config import SamplingConfig
-from agpo.rollout.engine import sample
+from agpo.configs import flag, require_name
+from agpo.registry import Registry
+from agpo.rollout.sampler import sample
 from agpo.types import Rollout
 
-ENGINES = ("transformers", "vllm")
+if TYPE_CHECKING:
+    from agpo.rollout.config import SamplingConfig
 
 
 class Engine(Protocol):
@@ -35,7 +40,7 @@ class Engine(Protocol):
     def sample(self, prompts: Sequence[str], temperatures: torch.Tensor, cfg: SamplingConfig,
                generator: torch.Generator | None = None) -> Rollout:
         """One response per prompt (prompts repeated G times, grouped); temperatures [N].
-        Returns the Rollout of rollout.engine.sample: [N, P] prompts, [N, T] responses."""
+        Returns the Rollout of rollout.sampler.sample: [N, P] prompts, [N, T] responses."""
         ...
 
     def close(self) -> None:
@@ -43,9 +48,39 @@ class Engine(Protocol):
         ...
 
 
+class EngineFactory(Protocol):
+    def __call__(self, model: torch.nn.Module, tokenizer: Any, cfg: SamplingConfig) -> Engine: ...
+
+
+@dataclass(frozen=True)
+class EngineProps:
+    """What a config naming the engine must check before any work starts."""
+
+    check: Callable[[str], None] | None = None
+    """Raises a UserError naming the flag (its argument, e.g. ``--rollout.engine vllm``) when
+    the engine cannot run in this environment (a package not installed); None: always runs."""
+
+
+ENGINES: Registry[EngineFactory] = Registry("rollout engine", EngineFactory, EngineProps)
+
+
+def require_engine(name: str, path: str) -> None:
+    """A ConfigError naming the flag of config field ``path`` (``rollout.engine``) unless
+    ``name`` is a registered engine that can run here."""
+    require_name(name, ENGINES.names(), path)
+    check = ENGINES.props(name).check
+    if check is not None:
+        check(f"{flag(path)} {name}")
+
+
+def build_engine(name: str, model: torch.nn.Module, tokenizer: Any, cfg: SamplingConfig) -> Engine:
+    """The engine called ``name`` (a name in ``ENGINES``) sampling from ``model``."""
+    return ENGINES.get(name)(model, tokenizer, cfg)
+
+
 @dataclass
 class TransformersEngine:
-    """agpo's sampler on the policy module itself (see rollout/engine.py)."""
+    """agpo's sampler on the policy module itself (see rollout/sampler.py)."""
 
     model: torch.nn.Module
     tokenizer: Any
@@ -59,15 +94,6 @@ class TransformersEngine:
         pass
 
 
-def build_engine(name: str, model: torch.nn.Module, tokenizer: Any, cfg: SamplingConfig) -> Engine:
-    """The engine called ``name`` (transformers | vllm) sampling from ``model``."""
-    if name == "transformers":
-        return TransformersEngine(model, tokenizer)
-    if name == "vllm":
-        from agpo.rollout.config import require_vllm
-
-        require_vllm("engine vllm")
-        from agpo.rollout.vllm import VLLMEngine
-
-        return VLLMEngine(model, tokenizer, cfg)
-    raise ValueError(f"unknown rollout engine {name!r}; valid: {', '.join(ENGINES)}")
+@ENGINES.register("transformers", EngineProps())
+def _transformers(model: torch.nn.Module, tokenizer: Any, cfg: SamplingConfig) -> Engine:
+    return TransformersEngine(model, tokenizer)

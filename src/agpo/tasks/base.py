@@ -9,13 +9,12 @@ read here and mapped to TaskItems by the layout detected from their fields
 from __future__ import annotations
 
 import inspect
-import json
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from agpo.errors import UserError, at
-from agpo.io import read_jsonl
+from agpo.io import dumps_finite, load_json, read_jsonl, read_parquet, replace_text
 from agpo.registry import Registry
 from agpo.types import TaskItem
 
@@ -54,13 +53,13 @@ def load_task(
     """Load problems from a registered task name or a local .jsonl/.json/.parquet file.
 
     ``fields`` maps agpo's names to the file's (``prompt=question,gold=answer[,id=uid]``) for
-    layouts agpo does not know; ``limit`` keeps the first ``limit`` problems.
+    layouts agpo does not know; ``limit`` keeps the first ``limit`` problems, and a file (or a
+    loader that takes ``limit``) is read only that far.
     """
     fmap = parse_fields(fields)
     path = Path(spec)
-    if path.suffix in FILE_SUFFIXES or path.exists():
-        items = load_file(path, fields=fmap)
-        return items[:limit] if limit is not None else items
+    if path.suffix in FILE_SUFFIXES or path.is_file():
+        return load_file(path, fields=fmap, limit=limit)
     loader = _lookup(spec)
     if "limit" in inspect.signature(loader).parameters:
         items = loader(split, limit=limit)
@@ -79,19 +78,24 @@ def _lookup(name: str) -> TaskLoader:
     return TASKS.get(name)
 
 
-def load_file(path: Path, *, fields: Mapping[str, str] | None = None) -> list[TaskItem]:
-    """Read every record of a local file and map it to a TaskItem (layout auto-detected)."""
+def load_file(path: Path, *, fields: Mapping[str, str] | None = None,
+              limit: int | None = None) -> list[TaskItem]:
+    """Read the records of a local file and map them to TaskItems (layout auto-detected);
+    ``limit``: stop after that many problems (a .jsonl or .parquet file is streamed, so the
+    first problems of a huge file come in milliseconds)."""
     from agpo.tasks.layouts import records_to_items
 
     if not path.exists():
         raise UserError(f"{path}: no such file")
-    return records_to_items(iter_records(path), source=str(path), fields=fields)
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory; give a task file ({', '.join(FILE_SUFFIXES)})")
+    return records_to_items(iter_records(path), source=str(path), fields=fields, limit=limit)
 
 
 def iter_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line_or_row_number, record)`` for each record of a .jsonl, .json or .parquet file."""
     if path.suffix == ".parquet":
-        yield from _parquet_records(path)
+        yield from read_parquet(path)
     elif path.suffix == ".json":
         yield from _json_records(path)
     else:
@@ -99,10 +103,7 @@ def iter_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _json_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise at(path, e.lineno, f"not valid JSON ({e.msg})") from None
+    data = load_json(path)
     # Both a list of records and a {"data"|"examples"|...: [...]} wrapper are published.
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
@@ -117,21 +118,12 @@ def _json_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield i, rec
 
 
-def _parquet_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:  # pragma: no cover - pyarrow comes with `datasets`
-        raise UserError(f"{path}: reading parquet needs pyarrow (pip install pyarrow)") from None
-    for i, rec in enumerate(pq.read_table(path).to_pylist(), 1):
-        yield i, rec
-
-
 def write_items(items: list[TaskItem], path: Path) -> Path:
     """Write TaskItems as agpo's generic jsonl (``id``, ``prompt``, ``gold``, ``meta``), which
-    ``load_task(path)`` reads back (meta gains ``layout`` and ``gold_raw``)."""
+    ``load_task(path)`` reads back (meta gains ``layout`` and ``gold_raw``). Written in one
+    atomic replace: a killed writer leaves the old file or the new one, never a torn line."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for item in items:
-            row = {"id": item.id, "prompt": item.prompt, "gold": item.gold, "meta": dict(item.meta)}
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    replace_text(path, "".join(
+        dumps_finite({"id": it.id, "prompt": it.prompt, "gold": it.gold, "meta": dict(it.meta)},
+                     ensure_ascii=False) + "\n" for it in items))
     return path

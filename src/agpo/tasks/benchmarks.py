@@ -60,11 +60,12 @@ def local_copy(name: str, split: str) -> Path | None:
     return None
 
 
-def load_benchmark(name: str, split: str) -> list[TaskItem]:
-    """Problems of benchmark ``name`` (a local copy if present, else the hub)."""
+def load_benchmark(name: str, split: str, limit: int | None = None) -> list[TaskItem]:
+    """Problems of benchmark ``name`` (a local copy if present, else the hub); ``limit``: the
+    first that many, the rest never read."""
     path = local_copy(name, split)
     if path is not None:
-        return load_file(path)
+        return load_file(path, limit=limit)
     source = BENCHMARKS[name]
     try:
         import datasets
@@ -76,13 +77,14 @@ def load_benchmark(name: str, split: str) -> list[TaskItem]:
             f"{{{','.join(FILE_SUFFIXES)}}} and the hub copy {source.repo} could not be loaded "
             f"({type(e).__name__}: {str(e)[:200]}); pass the file itself with --task FILE"
         ) from None
-    return records_to_items(enumerate(ds, 1), source=f"{source.repo}:{split}", meta={"task": name})
+    return records_to_items(enumerate(ds, 1), source=f"{source.repo}:{split}", meta={"task": name},
+                            limit=limit)
 
 
 def _register(name: str) -> None:
     @TASKS.register(name)
-    def load(split: str) -> list[TaskItem]:
-        return load_benchmark(name, split)
+    def load(split: str, limit: int | None = None) -> list[TaskItem]:
+        return load_benchmark(name, split, limit)
 
     load.__doc__ = f"{name}: hub {BENCHMARKS[name].repo} or $AGPO_DATA/{name}/<split>.jsonl"
 

@@ -23,6 +23,8 @@ in ``meta["gold_raw"]``.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -114,6 +116,11 @@ class Layout:
     prompt: Callable[[Mapping[str, Any]], str]
     gold: Callable[[Mapping[str, Any]], str | None]
     meta: Mapping[str, Any] | None = None
+    lists: tuple[str, ...] = ()
+    """Fields published as lists of values (answer lists, options); every other field it
+    reads holds one value."""
+    optional: tuple[str, ...] = ()
+    """Fields read when present."""
 
     @property
     def gold_field(self) -> str:
@@ -130,11 +137,11 @@ def _gold_field(name: str) -> Callable[[Mapping[str, Any]], str | None]:
 
 LAYOUTS: tuple[Layout, ...] = (
     Layout("olympiadbench", ("question", "final_answer"), _field("question"),
-           _gold_field("final_answer")),
+           _gold_field("final_answer"), lists=("final_answer",)),
     Layout("agieval_choice", ("question", "options", "label"), _prompt_agieval,
-           _gold_field("label"), {"verifier": "exact"}),
+           _gold_field("label"), {"verifier": "exact"}, lists=("options",), optional=("passage",)),
     Layout("harness_choice", ("query", "choices", "gold"), _field("query"), _gold_choice_index,
-           {"verifier": "exact"}),
+           {"verifier": "exact"}, lists=("choices", "gold")),
     Layout("cmath", ("question", "golden"), _field("question"), _gold_field("golden")),
     Layout("gsm8k", ("question", "answer", "####"), _field("question"), _gold_gsm8k),
     Layout("problem_answer", ("problem", "answer"), _field("problem"), _gold_field("answer")),
@@ -176,7 +183,7 @@ def _custom_layout(fields: Mapping[str, str]) -> Layout:
     if missing:
         raise UserError(f"--fields: missing {', '.join(sorted(missing))} (need prompt= and gold=)")
     return Layout("custom", (fields["prompt"], fields["gold"]), _field(fields["prompt"]),
-                  _gold_field(fields["gold"]))
+                  _gold_field(fields["gold"]), lists=(fields["gold"],))
 
 
 def records_to_items(
@@ -185,15 +192,21 @@ def records_to_items(
     source: str,
     fields: Mapping[str, str] | None = None,
     meta: Mapping[str, Any] | None = None,
+    limit: int | None = None,
 ) -> list[TaskItem]:
     """Map ``(line, record)`` pairs to TaskItems; every record must fit the detected layout.
 
-    An unreadable gold is an error naming the line, never a silently unsolvable problem.
+    An unreadable gold is an error naming the line, never a silently unsolvable problem; so is
+    an object or a list where the layout reads one value (it would reach the model, or the
+    verifier, as Python's spelling of it). ``limit``: stop once that many problems are read
+    (the rest of ``records`` is never consumed, so a huge file is not read to its end).
     """
     layout = _custom_layout(fields) if fields else None
     id_field = fields.get("id") if fields else None
     items: list[TaskItem] = []
-    seen: set[str] = set()
+    seen: dict[str, tuple[int, str | None]] = {}  # id → (line, the field it came from)
+    if limit is not None and limit <= 0:
+        return items
     for line, rec in records:
         if layout is None:
             layout = detect_layout(rec, source, line)
@@ -201,21 +214,61 @@ def records_to_items(
             if req != "####" and rec.get(req) in (None, "", []):
                 raise at(source, line, f"field {req!r}: missing or empty "
                                        f"(layout {layout.name}; fields found: {', '.join(rec)})")
+        for name in (*layout.requires, *layout.optional):
+            if name != "####" and rec.get(name) is not None:
+                _check_value(rec[name], name, name in layout.lists, source, line)
         gold = layout.gold(rec)
         if gold is None:
             raise at(source, line, f"field {layout.gold_field!r}: no gold answer could be "
                                    f"read (layout {layout.name})")
-        pid = _record_id(rec, id_field, len(items))
+        pid, from_field = _record_id(rec, id_field, len(items))
+        if from_field is not None:
+            _check_value(rec[from_field], from_field, False, source, line)
         if pid in seen:
-            raise at(source, line, f"field 'id': duplicate id {pid!r}")
-        seen.add(pid)
+            raise _id_clash(source, line, pid, from_field, *seen[pid])
+        seen[pid] = (line, from_field)
         raw = rec[layout.gold_field]
         items.append(TaskItem(
             id=pid, prompt=str(layout.prompt(rec)), gold=gold,
             meta={**(meta or {}), **(layout.meta or {}), **_own_meta(rec), "layout": layout.name,
                   "line": line, "gold_raw": raw if isinstance(raw, (str, int, float)) else str(raw)},
         ))
+        if len(items) == limit:
+            break  # before the next record is even read
     return items
+
+
+def _check_value(value: Any, name: str, many: bool, source: str, line: int) -> None:
+    """One value (text or a finite number), or with ``many`` a list of them: anything else
+    would be sent to the model or the verifier as its Python repr."""
+    values = value if many and isinstance(value, list) else [value]
+    for v in values:
+        if isinstance(v, str | int) or (isinstance(v, float) and math.isfinite(v)):
+            continue
+        if isinstance(v, dict | list):
+            shown = json.dumps(v, ensure_ascii=False, default=str)[:60]
+            what = f"{'an object' if isinstance(v, dict) else 'a list'} {shown}"
+        else:  # null in a list, NaN, a parquet column's date or bytes
+            what = "null" if v is None else str(v) if isinstance(v, float) else type(v).__name__
+        expected = "text or a finite number" + (" (or a list of them)" if many else "")
+        raise at(source, line, f"field {name!r}: expected {expected}, got {what}")
+
+
+def _id_clash(source: str, line: int, pid: str, field: str | None,
+              first_line: int, first_field: str | None) -> UserError:
+    """The error of an id seen twice, saying which of the two ids was implicit (a record
+    without an id field is named by its position among the problems, counted from 0)."""
+    fix = "give every record an id field, or none"
+    if field is not None and first_field is not None:
+        return at(source, line, f"field {field!r}: duplicate id {pid!r} (also line {first_line})")
+    if field is None:
+        return at(source, line, f"implicit id {pid!r}: this record has no id field "
+                                f"({', '.join(ID_FIELDS)}), so its id is its position {pid!r} "
+                                f"(counted from 0), which line {first_line}'s field "
+                                f"{first_field!r} already holds; {fix}")
+    return at(source, line, f"field {field!r}: id {pid!r} is already the implicit id of line "
+                            f"{first_line} (a record without an id field is named by its "
+                            f"position, counted from 0); {fix}")
 
 
 def _own_meta(rec: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -224,8 +277,9 @@ def _own_meta(rec: Mapping[str, Any]) -> Mapping[str, Any]:
     return own if isinstance(own, Mapping) else {}
 
 
-def _record_id(rec: Mapping[str, Any], id_field: str | None, index: int) -> str:
+def _record_id(rec: Mapping[str, Any], id_field: str | None, index: int) -> tuple[str, str | None]:
+    """The record's id and the field it came from (None: the implicit id, its position)."""
     for name in (id_field,) if id_field else ID_FIELDS:
         if name in rec and rec[name] not in (None, ""):
-            return str(rec[name])
-    return str(index)
+            return str(rec[name]), name
+    return str(index), None

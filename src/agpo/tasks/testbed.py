@@ -1,6 +1,6 @@
 """The testbed's procedural task: answer-only 3-digit addition, digits least-significant first.
 
-Why this task shows boundary shrinkage (measured design, /work/shared/TESTBED.md):
+Why this task shows boundary shrinkage (measured design, docs/testbed.md):
 - 80% of problems have no carry at all ("non-S"); 20% have a units carry and no other carry
   ("S", the niche). The answer is (a + b) mod 1000, written least-significant digit first.
 - The base model's pretraining corpus mixes two flawed solvers, chosen independently of the

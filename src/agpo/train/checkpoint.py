@@ -9,10 +9,14 @@ unpickles nothing):
   rng.safetensors                                      torch CPU RNG and the sampling generator
   rng_rank{r}.safetensors                              process r's sampling generator (r ≥ 1,
                                                        multi-process runs only)
-  trainer_state.json                                   step, tokens, scheduler, controllers,
-                                                       data cursor, python RNG, world size
+  trainer_state.json                                   step, tokens, optimizer steps (the LR
+                                                       schedule's position), controllers, data
+                                                       cursor, python RNG, world size
   run_config.json                                      the resolved run config of this step
   checksums.json                                       SHA-256 of every other file
+A sharded run (--train.fsdp) gathers its full state into the same files with
+``agpo.train.fsdp.save_full`` (weights as above, the optimizer keyed by parameter name;
+trainer_state.json says ``"fsdp": true``), so it resumes on any number of processes.
 Every file is written into ``.step_N.tmp`` (other processes add theirs there too), the
 checksums last, and the folder is then renamed: a killed run never leaves a half checkpoint
 under a valid name, and a file damaged later (truncated copy, bad disk) fails its checksum, so
@@ -73,16 +77,20 @@ def begin_checkpoint(
     generator: torch.Generator,
     state: dict[str, Any],
     run_config: dict[str, Any],
+    weights: bool = True,
 ) -> Path:
-    """Write checkpoint ``step`` into its temporary folder (``state`` must be JSON-able)."""
+    """Write checkpoint ``step`` into its temporary folder (``state`` must be JSON-able).
+    ``weights`` False: leave the model and optimizer files to the caller (a sharded run's
+    ``agpo.train.fsdp.save_full``, the same file names, keyed by parameter name)."""
     tmp = tmp_dir(run_dir, step)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    _unwrap(model).save_pretrained(tmp, safe_serialization=True)
+    if weights:
+        _unwrap(model).save_pretrained(tmp, safe_serialization=True)
+        tensors, groups = _optimizer_to_flat(optimizer)
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        (tmp / "optimizer.json").write_text(json.dumps(groups))
     tokenizer.save_pretrained(tmp)
-    tensors, groups = _optimizer_to_flat(optimizer)
-    save_file(tensors, str(tmp / "optimizer.safetensors"))
-    (tmp / "optimizer.json").write_text(json.dumps(groups))
     save_file({"torch_cpu": torch.get_rng_state(), "sampling": generator.get_state()},
               str(tmp / "rng.safetensors"))
     state = {**state, "step": step, "python_rng": _py_rng_to_json(random.getstate())}
@@ -163,16 +171,25 @@ def load_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
+    weights: bool = True,
 ) -> dict[str, Any]:
     """Restore model weights, optimizer, RNG states in place; return trainer_state.json.
+    ``weights`` False: RNG states only (a sharded run restores its weights and optimizer with
+    ``agpo.train.fsdp.load_full``). A checkpoint a sharded run wrote (trainer_state ``fsdp``)
+    keys its optimizer by parameter name: ``load_full`` restores it, also into a plain model.
 
     A file that does not load (safetensors or JSON errors) is a UserError naming it.
     """
     with _names_file(ckpt):
         state = json.loads((ckpt / "trainer_state.json").read_text())
-        _load_weights(_unwrap(model), ckpt)
-        groups = json.loads((ckpt / "optimizer.json").read_text())
-        optimizer.load_state_dict(_optimizer_from_flat(load_file(str(ckpt / "optimizer.safetensors")), groups))
+        if weights and state.get("fsdp"):
+            from agpo.train.fsdp import load_full
+
+            load_full(_unwrap(model), optimizer, ckpt)
+        elif weights:
+            _load_weights(_unwrap(model), ckpt)
+            groups = json.loads((ckpt / "optimizer.json").read_text())
+            optimizer.load_state_dict(_optimizer_from_flat(load_file(str(ckpt / "optimizer.safetensors")), groups))
         rng = load_file(str(ckpt / "rng.safetensors"))
     torch.set_rng_state(rng["torch_cpu"])
     generator.set_state(rng["sampling"])

@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 
 from agpo.errors import UserError
-from agpo.io import DirLock
 from agpo.train.config import flag_fields, load_config
+from agpo.train.setup import require_new_out, require_run_dir
 
 _OWN = ("--config", "--out", "--resume")
 
@@ -25,22 +25,18 @@ def main(argv: list[str]) -> int:
         if own.get("--out") or own.get("--config"):
             raise UserError("--resume DIR continues a run with its own config: drop --out/--config")
         run_dir = Path(own["--resume"])
-        if not (run_dir / "config.yaml").is_file():
-            raise UserError(f"--resume {run_dir}: not a run directory (no config.yaml)")
+        require_run_dir(run_dir)
         # complete: a cut or emptied config.yaml must not fall back to defaults
         cfg, resume = load_config(run_dir / "config.yaml", rest, complete=True), True
     else:
         if not own.get("--out"):
             raise UserError("--out DIR is required (the run directory), or --resume DIR")
         run_dir = Path(own["--out"])
-        if run_dir.exists() and not run_dir.is_dir():
-            raise UserError(f"--out {run_dir}: is a file; give a directory for the run")
-        if not DirLock.empty(run_dir):
-            raise UserError(f"--out {run_dir}: directory is not empty; choose a new one or --resume {run_dir}")
+        require_new_out(run_dir)
         cfg, resume = load_config(own.get("--config"), rest), False
     from agpo.train.loop import train
 
-    out = train(cfg, run_dir, resume=resume, flags=flag_fields(rest))
+    out = train(cfg, run_dir, resume=resume, flags=flag_fields(rest), say=print)
     if os.environ.get("RANK", "0") == "0":
         print(f"run directory: {out}")
     return 0

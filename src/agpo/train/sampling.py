@@ -17,13 +17,12 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
-from agpo.algos.controllers import (
-    AdaptiveTemperature, FixedTemperature, ProbeStats, expand_groups, probe_statistics,
-)
+from agpo.algos.controllers import ProbeStats, expand_groups, probe_statistics
 from agpo.algos.dapo import informative_groups
-from agpo.rollout import Engine, build_engine, concat, select
+from agpo.rollout import Engine, build_engine
 from agpo.tasks import render_prompt
 from agpo.train.config import RunConfig
+from agpo.train.control import AdaptiveTemperature, FixedTemperature
 from agpo.train.metrics import Timer
 from agpo.types import RewardResult, Rollout, TaskItem
 
@@ -131,7 +130,7 @@ def _take(groups: Groups, which: int | list[int]) -> Groups:
     probe = None
     if groups.probe is not None:
         probe = ProbeStats(*(getattr(groups.probe, f.name)[idx] for f in fields(ProbeStats)))
-    return replace(groups, items=[groups.items[i] for i in idx], rollout=select(groups.rollout, rows),
+    return replace(groups, items=[groups.items[i] for i in idx], rollout=groups.rollout.select(rows),
                    results=[groups.results[r] for r in rows], scores=groups.scores[idx], probe=probe)
 
 
@@ -141,7 +140,7 @@ def _cat(parts: list[Groups], pad: int) -> Groups:
         probe = ProbeStats(*(torch.cat([getattr(p.probe, f.name) for p in parts]) for f in fields(ProbeStats)))
     return Groups(
         items=[it for p in parts for it in p.items],
-        rollout=concat([p.rollout for p in parts], pad),
+        rollout=Rollout.concat([p.rollout for p in parts], pad),
         results=[r for p in parts for r in p.results],
         scores=torch.cat([p.scores for p in parts]),
         probe=probe,

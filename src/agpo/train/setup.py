@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from agpo.errors import UserError
-from agpo.io import env_info
-# re-exported: agpo.train.state imports resolve_device from here with the other setup steps
-from agpo.io import resolve_device as resolve_device
+from agpo.io import DirLock, env_info, replace_text
+from agpo.models.precision import Precision, check_lr_moves_weights, resolve_precision
 from agpo.train.config import ModelConfig, RunConfig, TaskConfig
 from agpo.train.dist import Dist
 from agpo.types import TaskItem
@@ -22,16 +22,37 @@ from agpo.types import TaskItem
 # models
 
 
-def load_models(cfg: ModelConfig, need_ref: bool, seed: int, device: torch.device):  # noqa: ANN201
-    """(policy, tokenizer, reference or None) of --model.path through ``agpo.models.load``
-    (``seed`` initialises 'tiny' only). The reference is a frozen copy, or with LoRA the policy
-    itself with adapters disabled (``ref is policy``: the loop disables them)."""
-    from agpo.models import load
+def training_precision(spec: str, device: torch.device, main: bool = True) -> Precision:
+    """The precision --model.dtype ``spec`` trains in on ``device``: ``bf16`` means bf16-mixed
+    (float32 master weights; agpo.models.precision); ``auto`` is decided here, once, and printed
+    with its reason (by the main process, as is the warning that bf16 is slow on this device)."""
+    def say(msg: str) -> None:
+        if main:
+            print(msg, file=sys.stderr)
 
-    policy, tokenizer = load(cfg.path, device=device, dtype=cfg.dtype, seed=seed,
+    precision = resolve_precision("bf16-mixed" if spec == "bf16" else spec, device, flag="--model.dtype",
+                                  warn=lambda msg: say(f"warning: {msg}"))
+    if spec == "auto":
+        say(f"--model.dtype auto: {precision.name} ({precision.reason.removeprefix('auto: ')})")
+    return precision
+
+
+def load_models(cfg: ModelConfig, need_ref: bool, seed: int, device: torch.device,
+                precision: Precision | None = None, lr: float | None = None):  # noqa: ANN201
+    """(policy, tokenizer, reference or None) of --model.path through ``agpo.models.load``
+    (``seed`` initialises 'tiny' only) with the parameter dtype of ``precision`` (default: that
+    of --model.dtype here). The reference is a frozen copy, or with LoRA the policy itself with
+    adapters disabled (``ref is policy``: the loop disables them). bf16-pure with an ``lr`` that
+    cannot move its weights is refused (``check_lr_moves_weights``)."""
+    from agpo.models import enable_activation_checkpointing, load
+
+    precision = precision or training_precision(cfg.dtype, device)
+    policy, tokenizer = load(cfg.path, device=device, dtype=precision.name, seed=seed,
                              flag="--model.path")
+    if lr is not None:
+        check_lr_moves_weights(policy, lr, precision, flag="--optim.lr")
     if cfg.gradient_checkpointing:
-        policy.gradient_checkpointing_enable()
+        enable_activation_checkpointing(policy)
     if cfg.lora_rank > 0:
         from peft import LoraConfig, get_peft_model
 
@@ -95,17 +116,28 @@ class PromptStream:
 # run directory
 
 
-def prepare_run_dir(out: Path, resume: bool) -> None:
-    if resume:
-        if not (out / "config.yaml").is_file():
-            raise UserError(f"--resume {out}: not a run directory (no config.yaml)")
-        return
-    if out.exists() and any(out.iterdir()):
+def require_run_dir(out: Path) -> None:
+    """``--resume DIR`` needs a run directory (one with a config.yaml)."""
+    if not (out / "config.yaml").is_file():
+        raise UserError(f"--resume {out}: not a run directory (no config.yaml)")
+
+
+def require_new_out(out: Path) -> None:
+    """A new run needs an absent or empty ``--out`` (a directory, not a file): the one check,
+    made by the command line before any work and by ``Run.start`` again once it holds the
+    directory's lock (a run that started meanwhile)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file; give a directory for the run")
+    if not DirLock.empty(out):
         raise UserError(f"--out {out}: directory is not empty; choose a new one or --resume {out}")
-    out.mkdir(parents=True, exist_ok=True)
 
 
-def write_env(out: Path, cfg: RunConfig, d: Dist, device: torch.device) -> None:
-    """env.json: versions and a hostname-free hardware summary, for provenance."""
+def write_env(out: Path, cfg: RunConfig, d: Dist, device: torch.device,
+              precision: Precision | None = None) -> None:
+    """env.json: versions, a hostname-free hardware summary, and the precision that ran (with
+    why, e.g. what --model.dtype auto found) and whether FSDP sharded it, for provenance
+    (atomic)."""
     env = env_info(device, seed=cfg.train.seed, world_size=d.world)
-    (out / "env.json").write_text(json.dumps(env, indent=1) + "\n")
+    if precision is not None:
+        env.update(precision=precision.name, precision_reason=precision.reason, fsdp=cfg.train.fsdp)
+    replace_text(out / "env.json", json.dumps(env, indent=1) + "\n")

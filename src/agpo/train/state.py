@@ -3,9 +3,10 @@ glue that saves, restores and logs it. train/loop.py holds the algorithm; this h
 
 from __future__ import annotations
 
-import json
+import contextlib
 import shutil
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,21 +15,23 @@ import torch
 from torch import distributed as torch_dist
 from torch.optim.lr_scheduler import LRScheduler
 
-from agpo.algos.controllers import (
-    AdaptiveClip, AdaptiveTemperature, ClipController, FixedClip, FixedTemperature, StepKLTracker,
-    TemperatureController,
-)
+from agpo.algos.mismatch import Correction, correct
+from agpo.configs import to_dict
 from agpo.errors import UserError
-from agpo.io import DirLock
-from agpo.rollout.engine import prepare_tokenizer, token_logprobs
+from agpo.io import DirLock, dumps_finite, replace_text, resolve_device
+from agpo.models.precision import Precision, autocast
+from agpo.policy import token_logprobs
+from agpo.rollout.sampler import prepare_tokenizer
 from agpo.tasks import check_prompt_lengths, model_positions
 from agpo.train import checkpoint as ckpt
-from agpo.train.config import RunConfig, from_yaml, save_yaml, to_dict
+from agpo.train import fsdp
+from agpo.train.config import RunConfig, read_yaml, save_yaml
+from agpo.train.control import Control
 from agpo.train.dist import Dist, any_process, barrier, gather, init_distributed
 from agpo.train.metrics import MetricsLog
 from agpo.train.sampling import Sampler
 from agpo.train.setup import (
-    PromptStream, load_items, load_models, prepare_run_dir, resolve_device, write_env,
+    PromptStream, load_items, load_models, require_new_out, require_run_dir, training_precision, write_env,
 )
 from agpo.train.update import SkipCounter, UpdateSpec, lr_scheduler
 from agpo.types import Rollout
@@ -51,13 +54,15 @@ class Run:
     sampler: Sampler
     log: MetricsLog | None
     eval_items: list | None
-    temperature: FixedTemperature | AdaptiveTemperature  # τ per prompt (the sampler asks it)
-    clip: FixedClip | AdaptiveClip  # ε per row (the loop asks it)
-    controllers: dict[str, Any]  # the strategies' checkpointed state: temperature, clip, step_kl
+    control: Control  # τ per prompt (the sampler asks it), ε per row (the loop asks it), their state
     skips: SkipCounter
     step: int = 0
     tokens_total: int = 0
     lock: DirLock | None = field(default=None, repr=False)
+    precision: Precision = field(default_factory=lambda: Precision("fp32"))
+    """The precision that runs (--model.dtype resolved once)."""
+    sharded: bool = False
+    """Policy (and reference) sharded with FSDP2 (--train.fsdp)."""
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -71,6 +76,8 @@ class Run:
         line (``optim.lr``); on resume, config.yaml may differ from the checkpoint's config in
         those only.
         """
+        if (cfg or RunConfig()).train.fsdp:
+            fsdp.require_torchrun()  # before anything is read or written
         d = init_distributed()
         # The locks taken so far: a start that fails releases them at once, not when the
         # exception (whose traceback holds the frames) is collected.
@@ -87,13 +94,13 @@ class Run:
                held: list[DirLock], flags: frozenset[str]) -> Run:
         file_cfg = None
         if resume:
-            prepare_run_dir(out, resume=True)
-            file_cfg = from_yaml(out / "config.yaml", complete=True)
+            require_run_dir(out)
+            file_cfg = read_yaml(out / "config.yaml", complete=True)
             cfg = cfg or file_cfg
         assert cfg is not None
         _check_world(cfg, d)
         if d.main and not resume:
-            _refuse_taken(out)
+            require_new_out(out)
         # Data and models load before the run directory exists: bad input leaves nothing behind.
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
@@ -102,13 +109,19 @@ class Run:
         items = load_items(cfg.task, cfg.task.split, cfg.task.limit)
         eval_items = (load_items(cfg.task, cfg.task.eval_split, cfg.task.eval_limit, eval_task=True)
                       if cfg.eval.every else None)
-        policy, tokenizer, ref = load_models(cfg.model, cfg.algo.uses_reference, cfg.train.seed, device)
+        precision = training_precision(cfg.model.dtype, device, d.main)
+        policy, tokenizer, ref = load_models(cfg.model, cfg.algo.uses_reference, cfg.train.seed, device,
+                                             precision, lr=cfg.optim.lr)
         prepare_tokenizer(tokenizer)
         positions = model_positions(policy)
         check_prompt_lengths(items, cfg.task.template, cfg.task.spec, tokenizer, positions, cfg.rollout.max_new_tokens)
         if eval_items:
             check_prompt_lengths(eval_items, cfg.task.template, cfg.task.eval_spec or cfg.task.spec, tokenizer,
                                  positions, cfg.rollout.max_new_tokens)
+        if cfg.train.fsdp:  # after loading, before the optimizer: AdamW state is then sharded too
+            policy = fsdp.shard(policy, precision, sum_gradients=True)
+            if ref is not None:
+                ref = fsdp.shard(ref, precision)
         last = ckpt.newest_intact(out, _warner(d)) if resume else None
         if last is not None and file_cfg is not None:
             _check_against_checkpoint(out / "config.yaml", file_cfg, last, flags)
@@ -116,7 +129,7 @@ class Run:
             if not resume:
                 out.mkdir(parents=True, exist_ok=True)
                 held.append(DirLock(out, "--out"))
-                _refuse_taken(out)  # a run that started meanwhile
+                require_new_out(out)  # a run that started meanwhile
             if file_cfg != cfg:  # on resume: with the flags given now
                 save_yaml(cfg, out / "config.yaml")
         barrier(d)
@@ -129,20 +142,23 @@ class Run:
         from agpo.rewards import build_reward
 
         reward = build_reward(cfg.reward)
-        temperature, clip, controllers = _strategies(cfg)
-        sampler = Sampler(cfg, policy, tokenizer, reward, generator, temperature,
-                          temperature.needs_probe or clip.needs_probe,
+        control = Control.build(cfg)
+        sampler = Sampler(cfg, policy, tokenizer, reward, generator, control.temperature, control.needs_probe,
                           _local_items(stream, cfg.train.prompts_per_step, d),
                           lambda flag: any_process(flag, d))
+        if precision.mixed and cfg.rollout.engine == "vllm":
+            # vLLM holds its own copy of the weights: under bf16-mixed it samples in bf16, the
+            # precision the trainer's autocast forward computes in (master weights stay float32)
+            sampler.engine.dtype = precision.compute_dtype
         scheduler = lr_scheduler(optimizer, opt, cfg.train.optimizer_steps)
         run = cls(cfg, out, d, device, policy, tokenizer, ref, optimizer, scheduler, generator, stream,
-                  reward, sampler, None, eval_items, temperature, clip, controllers,
-                  SkipCounter(cfg.train.max_skipped_steps), lock=held[0] if held else None)
+                  reward, sampler, None, eval_items, control, SkipCounter(cfg.train.max_skipped_steps),
+                  lock=held[0] if held else None, precision=precision, sharded=cfg.train.fsdp)
         if last is not None:
             run._restore(last)  # without one, a resumed run starts over from step 0
         if d.main:
             run.log = MetricsLog(out, cfg, resume_step=run.step if resume else None)
-            write_env(out, cfg, d, device)
+            write_env(out, cfg, d, device, precision)
         return run
 
     def close(self) -> None:
@@ -155,10 +171,6 @@ class Run:
         if self.lock is not None:
             self.lock.release()
 
-    def finished(self) -> bool:
-        budget = self.cfg.train.token_budget
-        return self.step >= self.cfg.train.steps or (budget > 0 and self.tokens_total >= budget)
-
     # --- pieces the loop calls ---------------------------------------------------------------
 
     def update_spec(self) -> UpdateSpec:
@@ -169,9 +181,54 @@ class Run:
             entropy_coef=c.algo.entropy_coef, max_len=c.rollout.max_new_tokens,
             epochs=c.train.epochs, mini_batches=c.train.mini_batches_per_epoch,
             micro_batch_size=c.train.micro_batch_size, group_size=c.train.group_size,
-            grad_clip=c.optim.grad_clip, log_entropy=c.old_logprobs_in_update,
-            micro_batch_tokens=c.train.micro_batch_tokens, share_prompts=c.train.share_prompts,
+            grad_clip=c.optim.grad_clip, micro_batch_tokens=c.train.micro_batch_tokens,
+            # Under FSDP the update runs the root module only: its hooks gather the weights.
+            share_prompts=c.train.share_prompts and not self.sharded,
+            autocast_bf16=self.precision.mixed and not self.sharded,  # FSDP2 casts by its own policy
+            old_from_engine=c.train.old_logprobs == "engine",
         )
+
+    @contextlib.contextmanager
+    def inference(self, model: torch.nn.Module | None = None) -> Iterator[None]:
+        """The context of a no-grad forward of ``model`` (default: the policy): sampling,
+        scoring, evaluation. Under FSDP its weights whole on every process (``fsdp.gathered``;
+        a collective: every process enters); with bf16-mixed, bfloat16 autocast."""
+        model = model if model is not None else self.policy
+        with (fsdp.gathered(model) if self.sharded else contextlib.nullcontext()), \
+                autocast(Precision("fp32") if self.sharded else self.precision, self.device):
+            yield
+
+    def old_logprobs(self, rollout: Rollout, temps: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """π_old of the sampled tokens and its entropy [N, T] before the update: None, None
+        when the update's first forward measures them (``RunConfig.old_logprobs_in_update``);
+        the engine's sampling log-probs (no entropy) with --train.old-logprobs engine; else a
+        trainer scoring pass."""
+        if self.cfg.old_logprobs_in_update:
+            return None, None
+        if self.cfg.train.old_logprobs == "engine":
+            return rollout.logprobs, None
+        return self.logprobs(rollout, temps)
+
+    @property
+    def trainer_old_logprobs(self) -> bool:
+        """Whether the update's returned π_old is the trainer's own (not the engine's)."""
+        return self.cfg.train.old_logprobs == "trainer" or self.cfg.old_logprobs_in_update
+
+    @property
+    def logs_mismatch(self) -> bool:
+        """Whether the step logs mismatch/ metrics: when the engine's log-probs are not the
+        trainer's computation, or the run corrects or uses them."""
+        return (not self.sampler.engine.exact_logprobs or self.cfg.algo.mismatch_correction
+                or self.cfg.train.old_logprobs == "engine")
+
+    def mismatch(self, trainer_logprobs: torch.Tensor, rollout: Rollout) -> Correction:
+        """Importance weights and kept rows of --algo.mismatch for the trainer's π_old [N, T]
+        against the engine's sampling log-probs (``rollout.logprobs``), with their stats."""
+        return correct(trainer_logprobs, rollout.logprobs, rollout.response_mask, self.cfg.algo.mismatch)
+
+    def precision_metrics(self) -> dict[str, float]:
+        """perf/precision_bf16: 1 when the matmuls ran in bfloat16 (bf16-mixed or -pure), else 0."""
+        return {"perf/precision_bf16": float(self.precision.compute_dtype == torch.bfloat16)}
 
     @property
     def opt_steps(self) -> int:
@@ -192,9 +249,10 @@ class Run:
                  model: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probs and entropy [N, T] of the sampled tokens under ``model`` (default: the
         policy), no gradient, micro-batched as the update is."""
-        t = self.cfg.train
-        return token_logprobs(model if model is not None else self.policy, rollout, temps,
-                              t.micro_batch_size, t.micro_batch_tokens, t.share_prompts)
+        t, model = self.cfg.train, model if model is not None else self.policy
+        with self.inference(model):
+            return token_logprobs(model, rollout, temps, t.micro_batch_size, t.micro_batch_tokens,
+                                  t.share_prompts)
 
     def gather(self, per_group: torch.Tensor) -> list[float]:
         """A per-prompt value [b] of every process, in global prompt order (rank order)."""
@@ -202,16 +260,6 @@ class Run:
 
     def barrier(self) -> None:
         barrier(self.dist)
-
-    def controller_metrics(self) -> dict[str, float]:
-        """ctrl/ values after this step's commit (the same on every process)."""
-        c = self.controllers
-        out = {"ctrl/step_kl": c["step_kl"].value}
-        if c["temperature"].value is not None:
-            out["ctrl/u_baseline"] = c["temperature"].value
-        if c["clip"].value is not None:
-            out["ctrl/h_ref"] = c["clip"].value
-        return out
 
     # --- checkpoints -------------------------------------------------------------------------
 
@@ -224,13 +272,16 @@ class Run:
                 "opt_steps": self.opt_steps,
                 "tokens_total": self.tokens_total,
                 "data": self.stream.state_dict(),
-                "controllers": {k: c.state_dict() for k, c in self.controllers.items()},
-                "scheduler": {"opt_steps": self.opt_steps, "schedule": self.cfg.optim.schedule},
+                "controllers": self.control.state_dict(),
                 "skipped_in_a_row": self.skips.run,
                 "world": self.dist.world,
+                "fsdp": self.sharded,  # weights and optimizer by parameter name (fsdp.save_full)
             }
             ckpt.begin_checkpoint(self.dir, self.step, self.policy, self.tokenizer, self.optimizer,
-                                  self.generator, state, to_dict(self.cfg))
+                                  self.generator, state, to_dict(self.cfg), weights=not self.sharded)
+        if self.sharded:  # every process gathers; process 0 writes into the temporary folder
+            barrier(self.dist)
+            fsdp.save_full(self.policy, self.optimizer, ckpt.tmp_dir(self.dir, self.step))
         if self.dist.world > 1:
             barrier(self.dist)
             if not self.dist.main:
@@ -245,9 +296,20 @@ class Run:
         barrier(self.dist)
 
     def _restore(self, path: Path) -> None:
-        state = ckpt.load_checkpoint(path, self.policy, self.optimizer, self.generator)
+        state = ckpt.load_checkpoint(path, self.policy, self.optimizer, self.generator,
+                                     weights=not self.sharded)
         world = int(state.get("world", self.dist.world))
-        if world != self.dist.world:
+        if self.sharded:
+            if not state.get("fsdp"):
+                raise UserError(f"{path}: written by a run without --train.fsdp; resume it without "
+                                "--train.fsdp (its optimizer state is keyed for an unsharded model)")
+            fsdp.load_full(self.policy, self.optimizer, path)  # any number of processes
+        resharded = bool(state.get("fsdp")) and world != self.dist.world
+        if resharded and self.dist.main:
+            print(f"warning: {path}: written by {world} processes, resumed by {self.dist.world}: "
+                  "weights, optimizer, data order and controllers continue; the sampling streams "
+                  "of the processes the writing run did not have start fresh", file=sys.stderr)
+        elif world != self.dist.world:
             raise UserError(f"{path}: written by a run of {world} processes; resume it with "
                             f"{world} (each process's sampling stream is in the checkpoint)")
         self.step, self.tokens_total = int(state["step"]), int(state["tokens_total"])
@@ -255,10 +317,11 @@ class Run:
                                       done=int(state["opt_steps"]))
         self.skips.run = int(state.get("skipped_in_a_row", 0))
         self.stream.load_state_dict(state["data"])
-        for k, c in self.controllers.items():
-            c.load_state_dict(state["controllers"][k])
+        self.control.load_state_dict(state["controllers"])
         if not self.dist.main:
             rank_rng = ckpt.rank_rng_file(path, self.dist.rank)
+            if resharded and self.dist.rank >= world:
+                return  # a process the writing run did not have: its fresh stream (warned above)
             if not rank_rng.is_file():
                 raise UserError(f"{rank_rng}: missing; this process's sampling stream cannot be "
                                 "restored (the checkpoint is incomplete)")
@@ -282,35 +345,13 @@ class Run:
         if self.dist.main:
             out = self.dir / "eval" / f"step_{self.step}.json"
             out.parent.mkdir(exist_ok=True)
-            out.write_text(json.dumps(result, indent=1))
-
-
-def _strategies(cfg: RunConfig) -> tuple[FixedTemperature | AdaptiveTemperature, FixedClip | AdaptiveClip,
-                                         dict[str, Any]]:
-    """The temperature and clip strategies of --algo.adaptive-temperature / --algo.adaptive-clip,
-    and the controllers they keep (all three always exist: the checkpoint format is fixed)."""
-    a = cfg.algo.adaptive
-    controllers = {"temperature": TemperatureController(a), "clip": ClipController(a),
-                   "step_kl": StepKLTracker(a)}
-    temperature = (AdaptiveTemperature(controllers["temperature"]) if cfg.algo.adaptive_temperature
-                   else FixedTemperature(cfg.rollout.temperature, controllers["temperature"]))
-    clip = (AdaptiveClip(controllers["clip"], controllers["step_kl"], cfg.train.group_size)
-            if cfg.algo.adaptive_clip else FixedClip(cfg.algo.clip_low, cfg.algo.clip_high))
-    return temperature, clip, controllers
+            replace_text(out, dumps_finite(result, indent=1))
 
 
 def _local_items(stream: PromptStream, global_b: int, d: Dist):  # noqa: ANN202
     """This process's share of each global batch: rows [r·b, (r+1)·b) of the same global order."""
     b = global_b // d.world
     return lambda: stream.next(global_b)[d.rank * b : (d.rank + 1) * b]
-
-
-def _refuse_taken(out: Path) -> None:
-    """A new run needs an absent or empty --out (a directory, not a file)."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: is a file; give a directory for the run")
-    if not DirLock.empty(out):
-        raise UserError(f"--out {out}: directory is not empty; choose a new one or --resume {out}")
 
 
 def _check_world(cfg: RunConfig, d: Dist) -> None:

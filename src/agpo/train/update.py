@@ -3,13 +3,22 @@
 Each mini-batch is one optimizer step. Its loss is normalised by counts of the WHOLE mini-batch
 across micro-batches and processes (``LossNorm``, all-reduced), and gradients are summed across
 processes, so the update does not depend on the micro-batch size or the number of processes.
+The rows go through the policy with ``agpo.policy.MiniBatch`` (the prompt cache and the
+micro-batches); the loss terms are agpo.algos'.
+
+π_old, one rule: ``TrainBatch.old_logprobs`` None means the update measures it. On-policy (one
+optimizer step) π_θ before the step is π_old, so the update's first and only forward of each
+row gives π_old's log-probs and token entropy as well; ``update`` returns them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.distributed as dist
@@ -20,10 +29,11 @@ from agpo.algos.aggregation import AGGREGATIONS, LossNorm
 from agpo.algos.kl import KL_ESTIMATORS
 from agpo.algos.objectives import OBJECTIVES
 from agpo.errors import UserError
-from agpo.ops import masked_mean
-from agpo.rollout.engine import PromptCache, micro_batches, response_logprobs, scoring_net, select, trim_padding
+from agpo.models.precision import Precision, autocast
+from agpo.policy import MiniBatch
 from agpo.train.config import OptimConfig
 from agpo.train.dist import all_reduce, all_reduce_grads, world_size
+from agpo.train.fsdp import is_sharded
 from agpo.train.metrics import MetricSums
 from agpo.types import Rollout
 
@@ -34,12 +44,16 @@ class TrainBatch:
 
     rollout           prompt/response ids and masks [N, P] / [N, T]
     temperatures      [N]     τ at which π_θ, π_old and π_ref are evaluated
-    old_logprobs      [N, T]  π_old of the sampled tokens; None on-policy: the update fills it
-                              from its first forward (π_θ before its one optimizer step is π_old)
+    old_logprobs      [N, T]  π_old of the sampled tokens; None: the update measures it with its
+                              first forward (π_θ before its one optimizer step is π_old) and
+                              returns it in ``UpdateResult``
     ref_logprobs      [N, T]  π_ref (None without a KL term)
     advantages        [N]
     loss_mask         [N, T]  response_mask × keep (PSR/NSR drop rows from loss and denominator)
     clip_low, clip_high [N]   per-row ε (a group's ε repeated over its G rows)
+    is_weights        [N, T]  detached engine/trainer mismatch weights multiplying each token's
+                              objective (agpo.algos.mismatch.correct; its dropped sequences are
+                              already out of loss_mask); None: no correction
     """
 
     rollout: Rollout
@@ -50,6 +64,7 @@ class TrainBatch:
     loss_mask: torch.Tensor
     clip_low: torch.Tensor
     clip_high: torch.Tensor
+    is_weights: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -67,12 +82,16 @@ class UpdateSpec:
     micro_batch_size: int
     group_size: int
     grad_clip: float
-    log_entropy: bool = False
-    """Measure π_old's token entropy in the first forward (when no separate scoring pass did)."""
     micro_batch_tokens: int = 0
     """With > 0, a micro-batch also holds at most this many padded tokens."""
     share_prompts: bool = True
     """A mini-batch's distinct prompts run once (``PromptCache``); off: every row whole."""
+    autocast_bf16: bool = False
+    """Run the forward under bfloat16 autocast (bf16-mixed on float32 master weights); the
+    backward follows it, the log-probs and the loss stay float32."""
+    old_from_engine: bool = False
+    """The ratio's π_old is the engine's sampling log-probs (``rollout.logprobs``); a π_old the
+    update measures is still the trainer's and is returned (--train.old-logprobs engine)."""
 
 
 class NonFiniteError(UserError):
@@ -142,6 +161,20 @@ def _advance(scheduler: LRScheduler) -> None:
         scheduler.step()
 
 
+@dataclass
+class UpdateResult:
+    """What the update measured, for the loop."""
+
+    stats: MetricSums
+    """loss/ metrics, not yet reduced across processes (the loop reduces them with the step's
+    other metrics)."""
+    old_logprobs: torch.Tensor | None
+    """[N, T] π_old of the sampled tokens: the batch's, or measured by the update's forward; None
+    when it was to measure them and no forward ran (no token kept on any process)."""
+    entropy: torch.Tensor | None
+    """[N, T] π_old's token entropy when the update measured π_old (None otherwise)."""
+
+
 def update(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -150,34 +183,33 @@ def update(
     scheduler: LRScheduler | None = None,
     generator: torch.Generator | None = None,
     skips: SkipCounter | None = None,
-) -> MetricSums:
-    """Run the update epochs on ``batch``; return its loss/ (and first-forward rollout/) metrics,
-    not yet reduced across processes (the loop reduces them with the step's other metrics).
+    progress: Callable[[int, int, int, int], None] | None = None,
+) -> UpdateResult:
+    """Run the update epochs on ``batch`` (left unchanged) and return what they measured.
 
     Each mini-batch's optimizer step uses the optimizer's LR; ``scheduler`` then advances,
     skipped steps included (None: the LR stays). Mini-batches are whole prompt groups, reshuffled
     each epoch. A mini-batch whose loss or gradient is not finite is skipped (no optimizer step;
     counted in loss/skipped_steps); ``skips`` raises NonFiniteError after too many in a row.
+    ``progress(k, K, m, M)``: told after each micro-batch m of M of optimizer step k of K.
+    ``batch.old_logprobs`` None: π_old (and its entropy) come from the forward, which needs one
+    optimizer step (one epoch, one mini-batch).
     """
     skips = skips if skips is not None else SkipCounter(limit=1 << 62)
-    if batch.old_logprobs is None:
-        if spec.epochs != 1 or spec.mini_batches != 1:
-            raise ValueError("old_logprobs=None (π_old from the first forward) needs one optimizer step")
-        batch.old_logprobs = torch.zeros_like(batch.rollout.logprobs)  # [N, T], filled below
-        from_first_forward = True
-    else:
-        from_first_forward = False
+    measured = _Measured.start(batch, spec)
     model.train()
     n_groups = batch.advantages.shape[0] // spec.group_size
     stats = MetricSums(main=world_size() == 1 or dist.get_rank() == 0)
     steps = skipped = 0
-    for _ in range(spec.epochs):
+    mini_steps = spec.epochs * spec.mini_batches
+    for epoch in range(spec.epochs):
         order = (torch.randperm(n_groups, generator=generator) if spec.mini_batches > 1
                  else torch.arange(n_groups))
-        for groups in order.tensor_split(spec.mini_batches):  # exactly this many, even if empty
+        for i, groups in enumerate(order.tensor_split(spec.mini_batches)):  # exactly this many, even if empty
             rows = (groups.unsqueeze(1) * spec.group_size + torch.arange(spec.group_size)).flatten()
+            k = epoch * spec.mini_batches + i + 1
             stepped = _mini_batch_step(model, optimizer, batch, rows.sort().values, spec, stats, skips,
-                                       first=steps == 0, from_first_forward=from_first_forward)
+                                       measured, None if progress is None else partial(progress, k, mini_steps))
             steps, skipped = steps + (stepped is True), skipped + (stepped is False)
             if scheduler is not None:
                 _advance(scheduler)
@@ -186,7 +218,30 @@ def update(
         if key in stats:
             stats.once(key, 0.0, count=max(steps, 1))
     stats.once("loss/skipped_steps", float(skipped))
-    return stats
+    if measured is None:
+        return UpdateResult(stats, batch.old_logprobs, None)
+    if not measured.filled:
+        return UpdateResult(stats, None, None)
+    return UpdateResult(stats, measured.old_logprobs, measured.entropy)
+
+
+@dataclass
+class _Measured:
+    """π_old's log-probs and token entropy [N, T], written by the forward row by row."""
+
+    old_logprobs: torch.Tensor
+    entropy: torch.Tensor
+    filled: bool = False  # a forward ran (one mini-batch: then every row's did)
+
+    @classmethod
+    def start(cls, batch: TrainBatch, spec: UpdateSpec) -> _Measured | None:
+        """Empty buffers when the update measures π_old (``batch.old_logprobs`` None), else None."""
+        if batch.old_logprobs is not None:
+            return None
+        if spec.epochs != 1 or spec.mini_batches != 1:
+            raise ValueError("old_logprobs=None (π_old from the first forward) needs one optimizer step")
+        zeros = torch.zeros_like(batch.rollout.logprobs)  # [N, T]
+        return cls(zeros, zeros.clone())
 
 
 def _mini_batch_step(
@@ -197,38 +252,36 @@ def _mini_batch_step(
     spec: UpdateSpec,
     stats: MetricSums,
     skips: SkipCounter,
-    first: bool,
-    from_first_forward: bool = False,
+    measured: _Measured | None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> bool | None:
     """One optimizer step over ``rows`` (indices into the batch), micro-batched; skipped when
     the loss or gradient is not finite. Returns True (a step), False (skipped) or None (nothing
-    kept: no step). ``first``: no optimizer step yet, so the forward is π_old's (its entropy is
-    measured); ``from_first_forward``: π_old is each micro-batch's own forward,
-    written into ``batch.old_logprobs`` as it goes."""
+    kept: no step). ``measured``: π_old's buffers, filled by each micro-batch's forward."""
     rows = rows.to(batch.loss_mask.device)
     norm = _global_norm(LossNorm.from_mask(batch.loss_mask[rows], spec.max_len))
     if float(norm.tokens) == 0:  # nothing kept anywhere (e.g. all dropped): no step, no Adam drift
         return None
     optimizer.zero_grad(set_to_none=True)
-    prompts = _prompt_cache(model, batch.rollout, rows) if spec.share_prompts else None
-    if spec.micro_batch_size < rows.numel() or spec.micro_batch_tokens:
-        # Micro-batches of similar response length, so trim_padding can drop the columns past
-        # the longest row of each (a short row otherwise pays for the batch's longest). Only the
-        # order in which micro-batch gradients are summed changes (float rounding).
-        lengths = batch.rollout.response_mask[rows].sum(-1)  # [n]
-        rows = rows[torch.sort(lengths, stable=True).indices]
+    with _autocast(spec, batch.loss_mask.device):  # the shared prompts' forward
+        minibatch = MiniBatch(model, batch.rollout, rows, spec.micro_batch_size, spec.micro_batch_tokens,
+                              spec.share_prompts)
     loss = torch.zeros(())
-    for mb in micro_batches(rows, batch.rollout, spec.micro_batch_size, spec.micro_batch_tokens):
-        mb_loss = _micro_batch_loss(model, batch, mb, spec, norm, stats, first, from_first_forward,
-                                    prompts(mb) if prompts is not None else None)
+    for m, mb in enumerate(minibatch, 1):
+        mb_loss = _micro_batch_loss(minibatch, batch, mb, spec, norm, stats, measured)
         mb_loss.backward()
         loss = loss + mb_loss.detach().cpu()
-    if prompts is not None:
-        prompts.cache.backward()  # the prompts' share of the gradient, once
-    all_reduce_grads(model)
+        if progress is not None:
+            progress(m, len(minibatch))
+    minibatch.backward()  # the prompts' share of the gradient, once
+    sharded = is_sharded(model)
+    if not sharded:  # FSDP reduces the gradients itself (summed: each loss is its global share)
+        all_reduce_grads(model)
     params = [p for p in model.parameters() if p.requires_grad]
     clip = spec.grad_clip if spec.grad_clip > 0 else math.inf
     grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+    if sharded:  # a DTensor over the shards: the global norm
+        grad_norm = grad_norm.full_tensor()
     # The gradient norm is global (gradients are summed first), this process's loss is not: one
     # MIN-reduce makes every process skip together. One host sync per optimizer step.
     finite = (torch.isfinite(grad_norm.detach().cpu()) & torch.isfinite(loss)).float().reshape(1)
@@ -245,39 +298,39 @@ def _mini_batch_step(
 
 
 def _micro_batch_loss(
-    model: torch.nn.Module,
+    minibatch: MiniBatch,
     batch: TrainBatch,
     mb: torch.Tensor,
     spec: UpdateSpec,
     norm: LossNorm,
     stats: MetricSums,
-    first: bool,
-    from_first_forward: bool = False,
-    prompts: object | None = None,
+    measured: _Measured | None,
 ) -> torch.Tensor:
-    """Loss of micro-batch rows ``mb``: its share of the mini-batch loss (shares add up).
-    ``prompts``: a KV cache of the rows' prompts (``_MiniBatchPrompts(mb)``), or None."""
-    # [n, P'] / [n, T']: all-padding columns dropped (the prompt's are the cache's business)
-    rows = trim_padding(select(batch.rollout, mb), prompt=prompts is None)
-    t = rows.response_ids.shape[1]
-    mask = batch.loss_mask[mb][:, :t]  # [n, T']; the dropped columns hold no kept token
+    """Loss of micro-batch rows ``mb``: its share of the mini-batch loss (shares add up)."""
     # Chunked over tokens: no [n, T', V] logits tensor is kept (agpo.ops.chunked_logprobs_entropy).
-    logprobs, entropy = response_logprobs(
-        model, rows, batch.temperatures[mb],
-        with_entropy=spec.entropy_coef != 0 or (spec.log_entropy and first),
-        share_prompts=spec.share_prompts, prompts=prompts)  # [n, T']
+    with _autocast(spec, batch.loss_mask.device):
+        rows, logprobs, entropy = minibatch.forward(mb, batch.temperatures[mb],
+                                                    with_entropy=spec.entropy_coef != 0 or measured is not None)
+    t = rows.response_ids.shape[1]  # [n, T']: the dropped columns hold no kept token
+    mask = batch.loss_mask[mb][:, :t]  # [n, T']
     if entropy is not None and spec.entropy_coef == 0:
-        entropy = entropy.detach()  # logged only; differentiable just for the bonus
-    if entropy is not None and first:
-        # Before the first optimizer step this is π_old's entropy (the rollout/entropy metric).
-        stats.mean("rollout/entropy", masked_mean(entropy, rows.response_mask), rows.response_mask.sum())
-    if from_first_forward:
-        batch.old_logprobs[mb, :t] = logprobs.detach()
+        entropy = entropy.detach()  # measured only; differentiable just for the bonus
+    if measured is not None:
+        measured.old_logprobs[mb, :t] = logprobs.detach()
+        measured.entropy[mb, :t] = entropy.detach()
+        measured.filled = True
+        old_logprobs = measured.old_logprobs
+    else:
+        old_logprobs = batch.old_logprobs
+    if spec.old_from_engine:
+        old_logprobs = batch.rollout.logprobs
     aggregate = AGGREGATIONS.get(spec.aggregation)
     per_token, obj_stats = OBJECTIVES.get(spec.objective)(
-        logprobs, batch.old_logprobs[mb][:, :t], batch.advantages[mb], mask,
+        logprobs, old_logprobs[mb][:, :t], batch.advantages[mb], mask,
         batch.clip_low[mb], batch.clip_high[mb],
     )
+    if batch.is_weights is not None:  # truncated IS: the samples came from the engine's π
+        per_token = per_token * batch.is_weights[mb][:, :t]
     # A loss term's share of the mini-batch loss: shares add up over micro-batches and processes
     # (their count, the optimizer steps, is added at the end of the update).
     loss = aggregate(per_token, mask, norm)
@@ -300,29 +353,39 @@ def _micro_batch_loss(
     return loss
 
 
-@dataclass
-class _MiniBatchPrompts:
-    """The mini-batch's distinct prompts run once (a group's G rows share one), for micro-batches
-    of similar length drawn from any group: ``self(mb)`` is the KV cache of rows ``mb``'s prompts."""
-
-    cache: PromptCache
-    slot: torch.Tensor  # [N] batch row → its prompt in the cache (-1: not in this mini-batch)
-
-    def __call__(self, mb: torch.Tensor) -> object:
-        return self.cache.for_rows(self.slot[mb])
+_NEGATED_MIN = "mismatch/seq_ratio_min"
 
 
-def _prompt_cache(model: torch.nn.Module, rollout: Rollout, rows: torch.Tensor) -> _MiniBatchPrompts | None:
-    """The prompts of mini-batch ``rows`` [n] through the model once, with gradient (deferred:
-    the micro-batches' backward leaves it on the cache, ``PromptCache.backward`` sends it on);
-    None when no prompt repeats or the model cannot serve a cache (``PromptCache.build``)."""
-    head = trim_padding(select(rollout, rows))  # the mini-batch's prompts without all-padding columns
-    cache = PromptCache.build(scoring_net(model), head.prompt_ids, head.prompt_mask, deferred=True)
-    if cache is None:
-        return None
-    slot = torch.full((rollout.num_sequences,), -1, dtype=torch.long, device=rows.device)
-    slot[rows] = cache.inverse
-    return _MiniBatchPrompts(cache, slot)
+def add_mismatch_metrics(stats: MetricSums, mismatch: dict[str, torch.Tensor]) -> None:
+    """The mismatch/ stats of ``agpo.algos.mismatch.correct`` (this process's rows) into
+    ``stats``, so that the step's reduction gives them over every process: means weighted by
+    their token or sequence counts, the maximum as a peak, the minimum as the peak of its
+    negation (``finish_mismatch_metrics`` turns it back)."""
+    tokens, sequences = mismatch["mismatch/tokens"], mismatch["mismatch/sequences"]
+    for key in ("mismatch/token_gap_mean", "mismatch/token_truncated_frac"):
+        stats.mean(key, mismatch[key], tokens)
+    # The same mean |Δ| under the name the docs and engine checks have used since before the
+    # correction existed (one computation, two keys).
+    stats.mean("rollout/engine_logprob_gap", mismatch["mismatch/token_gap_mean"], tokens)
+    for key in ("mismatch/seq_ratio_mean", "mismatch/seq_masked_frac"):
+        stats.mean(key, mismatch[key], sequences)
+    # A process without response tokens has nothing to report: -inf leaves its peaks out.
+    none = torch.tensor(-math.inf)
+    for key in ("mismatch/token_gap_max", "mismatch/seq_ratio_max"):
+        stats.peak(key, mismatch[key] if float(tokens) > 0 else none)
+    stats.peak(_NEGATED_MIN, -mismatch[_NEGATED_MIN] if float(tokens) > 0 else none)
+
+
+def finish_mismatch_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """``metrics`` after the reduction with the sequence ratio's minimum turned back from the
+    maximum of its negation (``add_mismatch_metrics``)."""
+    if _NEGATED_MIN in metrics:
+        metrics[_NEGATED_MIN] = -metrics[_NEGATED_MIN]
+    return metrics
+
+
+def _autocast(spec: UpdateSpec, device: torch.device) -> contextlib.AbstractContextManager[None]:
+    return autocast(Precision("bf16-mixed" if spec.autocast_bf16 else "fp32"), device)
 
 
 def _global_norm(norm: LossNorm) -> LossNorm:

@@ -20,6 +20,7 @@ from agpo.apps.relevance.data import Pair
 from agpo.apps.relevance.labels import LabelScheme
 from agpo.apps.relevance.teacher import TEMPLATE, render
 from agpo.errors import at
+from agpo.io import dumps_finite, iter_jsonl, naming, replace_text
 
 KEYS = ("query_id", "product_id")
 
@@ -76,16 +77,19 @@ def _done_rows(out: Path, pairs: Sequence[Pair]) -> int:
     """Rows already annotated; drops a torn last line and checks the keys line up."""
     if not out.exists():
         return 0
-    lines = out.read_text(encoding="utf-8").split("\n")
+    try:
+        lines = out.read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError:
+        raise at(out, None, "not UTF-8 text: not an annotation file; pass a fresh --out") from None
     complete = [ln for ln in lines[:-1] if ln.strip()]  # text after the last newline is torn
-    if lines[-1].strip():
-        out.write_text("".join(ln + "\n" for ln in complete), encoding="utf-8")
-    for i, line in enumerate(complete):
-        row = json.loads(line)
+    rows = list(iter_jsonl((ln + "\n" for ln in lines[:-1]), out))  # damage mid-file: file:line
+    for i, (line, row) in enumerate(rows):
         if i >= len(pairs) or tuple(row.get(k) for k in KEYS) != _key(pairs[i]):
-            raise at(out, i + 1, f"keys {tuple(row.get(k) for k in KEYS)}: this file annotates a "
-                                 "different pool (or order); pass a fresh --out")
-    return len(complete)
+            raise at(out, line, f"keys {tuple(row.get(k) for k in KEYS)}: this file annotates a "
+                                "different pool (or order); pass a fresh --out")
+    if lines[-1].strip():  # only once the rest is known to be ours
+        replace_text(out, "".join(ln + "\n" for ln in complete))
+    return len(rows)
 
 
 def _key(pair: Pair) -> tuple[str, str]:
@@ -116,7 +120,7 @@ def annotate(
     if start % cfg.batch_pairs and start < len(pairs):
         raise at(out, start, f"{start} rows is not a whole number of --batch-pairs "
                              f"{cfg.batch_pairs} batches; resume with the same --batch-pairs")
-    with out.open("a", encoding="utf-8") as f:
+    with naming(out), out.open("a", encoding="utf-8") as f:
         for n, b in enumerate(_track(batches, progress)):
             if max_batches is not None and n >= max_batches:
                 break
@@ -131,7 +135,7 @@ def annotate(
                 if "example_id" in p.meta:
                     row["example_id"] = p.meta["example_id"]
                 row.update(vote(parsed, scheme))
-                f.write(json.dumps(row) + "\n")
+                f.write(dumps_finite(row) + "\n")
             f.flush()
             os.fsync(f.fileno())
     return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines() if line.strip()]

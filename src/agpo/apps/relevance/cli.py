@@ -10,15 +10,19 @@
 
 from __future__ import annotations
 
-import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agpo.apps.relevance.annotate import AnnotateConfig
 from agpo.apps.relevance.student import StudentConfig
 from agpo.apps.relevance.teacher import TEMPLATE, TeacherRLConfig, WarmStartConfig
 from agpo.errors import UserError
+from agpo.io import dumps_finite, finite_number, read_jsonl
+
+if TYPE_CHECKING:
+    from agpo.apps.relevance.data import DataReport
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,9 @@ class DataArgs:
     split: str = ""
     """Keep only this split ('' : every pair)."""
 
-    def load(self, split: str | None = None):
+    def load(self, split: str | None = None, *, empty_ok: bool = False):
+        """The dataset and its pairs in ``split`` (default ``--split``); no pair is an error
+        that says where the rows went (join misses, ``--version``), unless ``empty_ok``."""
         from agpo.apps.relevance import data
 
         if self.version not in {"small", "large", "all"}:
@@ -45,9 +51,22 @@ class DataArgs:
             raise UserError(f"--scheme: {e.args[0]}") from None
         want = self.split if split is None else split
         pairs = ds.split(want) if want else ds.pairs
-        if not pairs:
-            raise UserError(f"{self.data}: no pairs in split {want!r} (splits: {ds.report.splits})")
+        if not pairs and not empty_ok:
+            raise UserError(f"{self.data}: no pairs" + (
+                f" in split {want!r} (splits: {ds.report.splits})" if ds.pairs else
+                f": {lost(ds.report, self.version)}"))
         return ds, pairs
+
+
+def lost(r: DataReport, version: str) -> str:
+    """Where the examples of a dataset that gave no pair went (a DataReport's counts)."""
+    parts = [f"{r.examples} example(s) read"]
+    if r.filtered:
+        parts.append(f"{r.filtered} left out by --version {version}")
+    if r.join_misses:
+        parts.append(f"{r.join_misses} missed the join (no product row with their product id"
+                     f"{' and locale' if r.format == 'esci' else ''}: check the products file)")
+    return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -114,10 +133,14 @@ class EvaluateArgs(DataArgs):
 
 
 def _stats(a: StatsArgs) -> int:
-    ds, _ = a.load(split="")
+    # Counting is what stats is for: a dataset whose every row misses the join is shown with
+    # its counts (join_misses above all), not refused as "no pairs".
+    ds, pairs = a.load(split="", empty_ok=True)
+    if not pairs:
+        print(f"warning: {a.data}: no pairs: {lost(ds.report, a.version)}", file=sys.stderr)
     report = ds.report.to_json()
     if a.json:
-        print(json.dumps(report))
+        print(dumps_finite(report))
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -172,16 +195,17 @@ def _annotate(a: AnnotateArgs) -> int:
 
 def read_annotations(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
     """(query_id, product_id) → annotation row."""
-    if not path.exists():
-        raise UserError(f"--labels {path}: no such file")
+    if not path.is_file():
+        raise UserError(f"--labels {path}: " + ("is a directory" if path.is_dir() else
+                                                "no such file"))
     rows = {}
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-                rows[(str(row["query_id"]), str(row["product_id"]))] = row
-            except (json.JSONDecodeError, KeyError) as e:
-                raise UserError(f"{path}:{i}: not an annotation row ({e})") from None
+    for i, row in read_jsonl(path):
+        keys = [row.get("query_id"), row.get("product_id")]
+        if any(k is None or isinstance(k, dict | list) for k in keys):
+            raise UserError(f"{path}:{i}: not an annotation row (query_id and product_id: "
+                            "text or numbers)")
+        finite_number(row, "confidence", path, i, optional=True)
+        rows[(str(keys[0]), str(keys[1]))] = row
     return rows
 
 
@@ -193,7 +217,9 @@ def _distill(a: DistillArgs) -> int:
     train, labels = [], []
     for p in pairs:
         row = ann.get((p.query_id, p.product_id))
-        if row and row.get("label") in ds.scheme.labels and row["confidence"] >= a.min_confidence:
+        # A row without a confidence (not written by annotate) passes --min-confidence 0 only.
+        if row and row.get("label") in ds.scheme.labels and \
+                (row.get("confidence") or 0.0) >= a.min_confidence:
             train.append(p)
             labels.append(row["label"])
     if a.human is not None:
@@ -225,7 +251,7 @@ def _evaluate(a: EvaluateArgs) -> int:
         pred = [ann.get((p.query_id, p.product_id), {}).get("label") for p in pairs]
     report = classification_report([p.label for p in pairs], pred, ds.scheme.labels)
     if a.json:
-        print(json.dumps(report))
+        print(dumps_finite(report))
         return 0
     print(f"n {report['n']}  accuracy {report['accuracy']:.3f}  macro-F1 {report['macro_f1']:.3f}"
           f"  micro-F1 {report['micro_f1']:.3f}")
@@ -271,8 +297,10 @@ def load_preset(cls: type, path: Path) -> Any:
 
     import yaml
 
-    from agpo.train.config import from_yaml
+    from agpo.configs import from_yaml
 
+    if path.is_dir():
+        raise UserError(f"--config {path}: is a directory; give a YAML file")
     cfg = from_yaml(path, cls)
     if "data" in {f.name for f in dataclasses.fields(cls)}:
         tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}

@@ -18,13 +18,14 @@ from __future__ import annotations
 import csv
 import sys
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agpo.apps.relevance.labels import LabelScheme, get_scheme
 from agpo.errors import UserError, at
+from agpo.io import parquet_file, read_parquet
 # aliased: this module's own read_jsonl (path → Dataset) is public API
 from agpo.io import read_jsonl as jsonl_rows
 
@@ -98,28 +99,26 @@ def _read_table(path: Path, sep: str = ",") -> Iterator[tuple[int, dict[str, Any
     """(line number, row) for a parquet or delimited file; line numbers are 1-based with the
     header on line 1 (parquet: row index + 2, so messages read the same)."""
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        start = 2
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=65536):
-            for i, row in enumerate(batch.to_pylist()):
-                yield start + i, row
-            start += batch.num_rows
+        yield from read_parquet(path, first=2)
         return
     csv.field_size_limit(sys.maxsize)  # ESCI descriptions exceed the 128 KiB default
     with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f, delimiter=sep)
-        for row in reader:
-            yield reader.line_num, row
+        try:
+            for row in reader:
+                yield reader.line_num, row
+        except UnicodeDecodeError:
+            raise at(path, reader.line_num + 1, "not UTF-8 text") from None
 
 
 def _columns(path: Path, sep: str = ",") -> list[str]:
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return list(pq.ParquetFile(path).schema_arrow.names)
+        return list(parquet_file(path).schema_arrow.names)
     with path.open(newline="", encoding="utf-8") as f:
-        return next(csv.reader(f, delimiter=sep), [])
+        try:
+            return next(csv.reader(f, delimiter=sep), [])
+        except UnicodeDecodeError:
+            raise at(path, 1, "not UTF-8 text") from None
 
 
 def _require(path: Path, columns: tuple[str, ...], sep: str = ",") -> None:
@@ -135,6 +134,22 @@ def _text(value: Any) -> str:
     if isinstance(value, float) and value != value:  # NaN from pandas-written csv/parquet
         return ""
     return str(value).strip()
+
+
+def _cells(row: Mapping[str, Any], path: Path, line: int) -> Callable[..., str]:
+    """``get(field, default=None)``: the field of ``row`` as text. A value that is not text or
+    a number (a list or struct column of a parquet file, an object in a jsonl line) is a
+    UserError naming file, line and field: its Python repr would reach the teacher's prompt."""
+
+    def get(name: str, default: Any = None) -> str:
+        value = row.get(name, default)
+        if isinstance(value, dict | list | tuple | bytes | bytearray):
+            kind = ("an object" if isinstance(value, dict) else
+                    "binary data" if isinstance(value, bytes | bytearray) else "a list")
+            raise at(path, line, f"field {name!r}: expected text or a number, got {kind}")
+        return _text(value)
+
+    return get
 
 
 def _find(folder: Path, stem: str) -> Path | None:
@@ -197,30 +212,32 @@ def read_esci(
     _require(examples, ESCI_EXAMPLE_COLUMNS)
     _require(products, ESCI_PRODUCT_COLUMNS)
     catalogue: dict[tuple[str, str], dict[str, str]] = {}
-    for _, row in _read_table(products):
-        key = (_text(row.get("product_locale")), _text(row.get("product_id")))
-        catalogue[key] = {ours: _text(row.get(theirs)) for theirs, ours in _ESCI_ITEM.items()}
+    for line, row in _read_table(products):
+        get = _cells(row, products, line)
+        catalogue[(get("product_locale"), get("product_id"))] = {
+            ours: get(theirs) for theirs, ours in _ESCI_ITEM.items()}
     counts = _Counts("esci", scheme)
     counts.r.products = len(catalogue)
     pairs = []
-    for _, row in _read_table(examples):
+    for line, row in _read_table(examples):
+        get = _cells(row, examples, line)
         counts.r.examples += 1
-        if version != "all" and _text(row.get(f"{version}_version")) not in {"1", "1.0", "True"}:
+        if version != "all" and get(f"{version}_version") not in {"1", "1.0", "True"}:
             counts.r.filtered += 1
             continue
-        locale, pid = _text(row.get("product_locale")), _text(row.get("product_id"))
+        locale, pid = get("product_locale"), get("product_id")
         item = catalogue.get((locale, pid))
         if item is None:
             counts.r.join_misses += 1
             continue
         meta = {k: v for k, v in row.items() if k not in _ESCI_KNOWN}
         pair = Pair(
-            query_id=_text(row.get("query_id")),
+            query_id=get("query_id"),
             product_id=pid,
-            query=_text(row.get("query")),
+            query=get("query"),
             item=item,
-            label=counts.label(row.get("esci_label")),
-            split=_text(row.get("split")),
+            label=counts.label(get("esci_label")),
+            split=get("split"),
             locale=locale,
             meta=meta,
         )
@@ -239,30 +256,35 @@ def read_wands(folder: Path, scheme: LabelScheme) -> Dataset:
     _require(files["query"], ("query_id", "query"), "\t")
     _require(files["label"], ("query_id", "product_id", "label"), "\t")
     catalogue = {}
-    for _, row in _read_table(files["product"], "\t"):
-        catalogue[_text(row.get("product_id"))] = {
-            "title": _text(row.get("product_name")),
-            "description": _text(row.get("product_description")),
-            "bullets": _text(row.get("product_features")),
+    for line, row in _read_table(files["product"], "\t"):
+        get = _cells(row, files["product"], line)
+        catalogue[get("product_id")] = {
+            "title": get("product_name"),
+            "description": get("product_description"),
+            "bullets": get("product_features"),
             "brand": "",
             "color": "",
-            "category": _text(row.get("product_class")),
+            "category": get("product_class"),
         }
-    queries = {_text(r.get("query_id")): _text(r.get("query")) for _, r in _read_table(files["query"], "\t")}
+    queries = {}
+    for line, row in _read_table(files["query"], "\t"):
+        get = _cells(row, files["query"], line)
+        queries[get("query_id")] = get("query")
     counts = _Counts("wands", scheme)
     counts.r.products = len(catalogue)
     pairs = []
     for line, row in _read_table(files["label"], "\t"):
+        get = _cells(row, files["label"], line)
         counts.r.examples += 1
-        qid, pid = _text(row.get("query_id")), _text(row.get("product_id"))
+        qid, pid = get("query_id"), get("product_id")
         if qid not in queries:
             raise at(files["label"], line, f"query_id {qid!r}: not in {files['query']}")
         item = catalogue.get(pid)
         if item is None:
             counts.r.join_misses += 1
             continue
-        pair = Pair(qid, pid, queries[qid], item, counts.label(row.get("label")),
-                    split=_text(row.get("split")))
+        pair = Pair(qid, pid, queries[qid], item, counts.label(get("label")),
+                    split=get("split"))
         counts.found(pair)
         pairs.append(pair)
     return Dataset(pairs, counts.report(), scheme)
@@ -276,16 +298,18 @@ def read_jsonl(path: Path, scheme: LabelScheme) -> Dataset:
         if "query" not in row or "title" not in row:
             raise at(path, line_no, "fields 'query' and 'title': required")
         counts.r.examples += 1
-        item = {name: _text(row.get(name)) for name in ITEM_FIELDS}
+        get = _cells(row, path, line_no)
+        item = {name: get(name) for name in ITEM_FIELDS}
         known = {"query", "query_id", "product_id", "label", "split", "locale", *ITEM_FIELDS}
+        query = get("query")
         pair = Pair(
-            query_id=_text(row.get("query_id", row["query"])),
-            product_id=_text(row.get("product_id", line_no)),
-            query=_text(row["query"]),
+            query_id=get("query_id", query),
+            product_id=get("product_id", line_no),
+            query=query,
             item=item,
-            label=counts.label(row.get("label")),
-            split=_text(row.get("split")),
-            locale=_text(row.get("locale")),
+            label=counts.label(get("label")),
+            split=get("split"),
+            locale=get("locale"),
             meta={k: v for k, v in row.items() if k not in known},
         )
         counts.found(pair)

@@ -1,5 +1,5 @@
 """``agpo relevance demo``: the whole pipeline on the synthetic world, end to end on a CPU, once
-per seed (docs/RELEVANCE.md: the world and why it is faithful).
+per seed (docs/relevance.md: the world and why it is faithful).
 
   world      labelled (train: the small human-rated set; test: held-out human labels), pool,
              and the unlabelled catalogue corpus
@@ -17,7 +17,6 @@ per seed (docs/RELEVANCE.md: the world and why it is faithful).
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -33,6 +32,7 @@ from agpo.apps.relevance.student import StudentConfig, build_student
 from agpo.apps.relevance.teacher import (TeacherRLConfig, WarmStartConfig, to_tasks,
                                          train_teacher, warm_start)
 from agpo.errors import UserError
+from agpo.io import dumps_finite, replace_text
 
 WARM = "warm start (no RL)"
 HUMAN_ONLY = "human train only"
@@ -327,8 +327,8 @@ def run_demo(cfg: RelevanceDemoConfig) -> dict[str, Any]:
         "students_by_backbone": by_backbone,
         "timings": {"per_seed_mean": timings, "total_s": time.perf_counter() - t0},
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "table.md").write_text(render_table(results))
+    replace_text(out / "results.json", dumps_finite(results, indent=2))
+    replace_text(out / "table.md", render_table(results))
     plot(results, out / "plots")
     return results
 

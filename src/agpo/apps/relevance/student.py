@@ -14,7 +14,6 @@ labels.
 
 from __future__ import annotations
 
-import json
 import re
 import zlib
 from collections.abc import Sequence
@@ -25,6 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from agpo.apps.relevance.data import Pair
+from agpo.errors import UserError, at
+from agpo.io import dumps_finite, load_json, replace_text
 
 _TOKEN = re.compile(r"[a-z0-9]+")
 
@@ -245,7 +246,7 @@ def save_student(student: LinearStudent | CrossEncoderStudent, folder: Path) -> 
 
     folder.mkdir(parents=True, exist_ok=True)
     meta = {"labels": student.labels, "config": asdict(student.cfg), "backbone": student.backbone}
-    (folder / "student.json").write_text(json.dumps(meta, indent=2))
+    replace_text(folder / "student.json", dumps_finite(meta, indent=2))
     if isinstance(student, LinearStudent):
         save_file({"weights": student.weights.weight.detach().contiguous(),
                    "bias": student.bias.detach().contiguous()}, str(folder / "linear.safetensors"))
@@ -259,9 +260,16 @@ def load_student(folder: Path) -> LinearStudent | CrossEncoderStudent:
     """Inverse of ``save_student``."""
     from safetensors.torch import load_file
 
-    meta = json.loads((folder / "student.json").read_text())
-    cfg = StudentConfig(**meta["config"])
-    student = build_student(meta["labels"], cfg)
+    path = folder / "student.json"
+    if not path.is_file():
+        raise UserError(f"--student {folder}: no student.json (a folder written by distill)")
+    meta = load_json(path)
+    try:
+        cfg = StudentConfig(**meta["config"])
+        labels = [str(lab) for lab in meta["labels"]]
+    except (TypeError, KeyError, ValueError) as e:  # not save_student's layout
+        raise at(path, None, f"not a student written by distill ({type(e).__name__}: {e})") from None
+    student = build_student(labels, cfg)
     if isinstance(student, LinearStudent):
         tensors = load_file(str(folder / "linear.safetensors"))
         with torch.no_grad():

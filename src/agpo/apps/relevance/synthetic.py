@@ -1,5 +1,5 @@
 """A synthetic e-commerce world for the embedded default, written in the ESCI layout so the real
-reader (data.read_esci) is the code path that reads it. docs/RELEVANCE.md gives the design and
+reader (data.read_esci) is the code path that reads it. docs/relevance.md gives the design and
 why it is a faithful model of the paper's setting; in short:
 
 - A taxonomy of 18 categories × 6 product types. Type names are distinct words ("sneakers",

@@ -1,4 +1,5 @@
-"""``agpo testbed build`` (build / cache the base model) and ``agpo testbed evidence``."""
+"""``agpo testbed build`` (build / cache the base model) and ``agpo testbed evidence`` (the
+testbed's study of ``agpo evidence``: a base model pretrained per seed, the S niche reported)."""
 
 from __future__ import annotations
 

@@ -69,6 +69,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> Path:
     console = console or Console()
     start = time.perf_counter()
     out, b = cfg.out, cfg.budget
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file; give a folder for the demo")
     out.mkdir(parents=True, exist_ok=True)
     execute(seed_jobs(b, out, cfg.methods), cfg.workers, console=console, progress=cfg.progress,
             title="demo")

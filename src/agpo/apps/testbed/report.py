@@ -1,66 +1,37 @@
-"""What the demo and the evidence run report: per-eval summaries (overall and on the S niche),
-the summary table, the plots and the HTML pages.
+"""What the demo reports: per-eval summaries (overall and on the S niche), the summary table,
+the plots and the HTML report; and the testbed's S niche and strategy-B marker, which its
+evidence study (agpo.apps.testbed.evidence) reports too.
 
-One per-problem tally (``agpo.eval.summary.tally``) feeds every number here, and one bootstrap
-(``agpo.eval.bootstrap``) every interval.
+One per-problem tally (``agpo.eval.summary.tally``) feeds every number here.
 """
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from agpo.eval.bootstrap import per_problem_passk
+from agpo.apps.evidence.claims import Counts
+from agpo.apps.evidence.claims import load_counts as general_counts
 from agpo.eval.passk import pass_at_k_curve, report_ks
-from agpo.eval.plots import Curve, colors_for, passk_panels, png_base64, save_png, training_panels
-from agpo.eval.report import (
-    TRAINING_PANELS, EvalDir, build_report, load_run, metric_series, moving_average, page,
-    passk_curve, runs_section,
-)
-from agpo.eval.samples import SAMPLES, iter_rows
-from agpo.eval.summary import ProblemTally, tally
+from agpo.eval.plots import Curve, colors_for, passk_panels, save_png, training_panels
+from agpo.eval.report import TRAINING_PANELS, build_report, load_run, metric_series, moving_average
+from agpo.io import dumps_finite, replace_text
 from agpo.tasks import testbed as tasks
-from agpo.apps.testbed.methods import label_of
 
 S_NAME = "S problems (units carry)"
 
 
-@dataclass(frozen=True)
-class Counts:
-    """The per-problem tally of one eval, and the share of samples using strategy B."""
-
-    tallies: dict[str, ProblemTally]
-    share_b: float
-
-    @property
-    def n(self) -> int:
-        return min(t.n for t in self.tallies.values())
-
-    def values(self, pids: Sequence[str], ks: Sequence[int]) -> np.ndarray:
-        """Per-problem pass@k [P, K] in the order of ``pids``."""
-        ts = [self.tallies[p] for p in pids]
-        return per_problem_passk([t.n for t in ts], [t.c for t in ts], ks)
+def uses_b(completion: str) -> bool:
+    """Whether a completion takes the rare strategy B (the only route to the S niche)."""
+    return tasks.strategy_of(completion) == "B"
 
 
 def load_counts(eval_dir: Path) -> Counts:
     """One pass over samples.jsonl: the tally, and strategy B's share on the side."""
-    b = total = 0
-
-    def rows():  # noqa: ANN202 — a generator of sample rows
-        nonlocal b, total
-        for row in iter_rows(eval_dir / SAMPLES):
-            b += tasks.strategy_of(str(row.get("completion", ""))) == "B"
-            total += 1
-            yield row
-
-    tallies = tally(rows())
-    return Counts(tallies, b / max(1, total))
+    return general_counts(eval_dir, uses_b)
 
 
 def s_problem_ids() -> frozenset[str]:
@@ -96,7 +67,7 @@ def summarize_eval(eval_dir: Path, label: str) -> EvalSummary:
     pids = list(counts.tallies)
     passk = json.loads((eval_dir / "passk.json").read_text())
     return EvalSummary(label, n, curve(pids), curve([p for p in pids if p in is_s]),
-                       counts.share_b, passk.get("mean_token_entropy"))
+                       counts.share or 0.0, passk.get("mean_token_entropy"))
 
 
 def table_ks(n: int) -> list[int]:
@@ -132,7 +103,7 @@ def write_summary(out: Path, evals: Sequence[EvalSummary], notes: dict[str, Any]
     ]
     (out / "summary.md").write_text("\n".join(lines))
     data = {"notes": notes, "evals": [e.__dict__ for e in evals]}
-    (out / "summary.json").write_text(json.dumps(data, indent=1) + "\n")
+    replace_text(out / "summary.json", dumps_finite(data, indent=1) + "\n")
     return out / "summary.md"
 
 
@@ -183,58 +154,3 @@ def demo_report(out: Path, names: Sequence[str], labels: Mapping[str, str], intr
     label_map = {str(d): labels[d.name.split("_", 1)[1]] for d in dirs}
     return build_report(dirs, out / "report.html", labels=label_map,
                         subsets={S_NAME: s_problem_ids()}, title="agpo demo", intro=intro)
-
-
-def markdown_to_html_table(md: str) -> str:
-    """A markdown table of our own (cells are our numbers and labels) as HTML, cells escaped."""
-    rows = [r.strip().strip("|").split("|") for r in md.strip().splitlines()]
-    head, body = rows[0], [r for r in rows[2:]]
-    th = "".join(f"<th>{html.escape(c.strip())}</th>" for c in head)
-    trs = "".join("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>"
-                  for r in body)
-    return f"<div class=scroll><table class=text><tr>{th}</tr>{trs}</table></div>"
-
-
-def evidence_page(
-    seeds: Sequence[Mapping[str, Any]],
-    curves: Mapping[int, Sequence[tuple[str, Sequence[Curve]]]],
-    runs: Mapping[int, Mapping[str, Path]], tables_md: Sequence[str], wall_s: float,
-) -> str:
-    """evidence.html: the verdict table, one pass@k panel per seed (all problems, with the S
-    niche beside it), the per-seed model table and each seed's training dynamics."""
-    labels = [c.label for pair in curves.values() for _, cs in pair for c in cs]
-    colors = colors_for(labels)
-    panels = [(f"seed {s}: {name}", cs) for s, pair in curves.items() for name, cs in pair]
-    img = png_base64(passk_panels(panels, colors, "pass@k per seed (95% bootstrap CI over "
-                                                  "problems)", cols=2))
-    verdicts, models = tables_md
-    body = (f"<p>{len(seeds)} seeds, each its own base model and RL runs; intervals are 95% "
-            "bootstrap intervals over held-out problems within one seed (paired for "
-            "differences); seeds are never pooled. A claim holds in a seed by the rule fixed in "
-            f"advance in agpo.apps.testbed.evidence. Wall time {wall_s:.0f} s.</p>"
-            f"<h2>verdicts</h2>{markdown_to_html_table(verdicts)}"
-            f"<h2>pass@k</h2><img alt='pass@k per seed' src='data:image/png;base64,{img}'>"
-            f"<h2>models</h2>{markdown_to_html_table(models)}")
-    for s, seed_runs in runs.items():
-        loaded = [load_run(p, label) for label, p in seed_runs.items()]
-        if loaded:
-            body += f"<h2>seed {s}</h2>" + runs_section(loaded, colors).replace(
-                "<h2>training dynamics</h2>", "<h3>training dynamics</h3>", 1)
-    return page("agpo testbed evidence", body)
-
-
-def seed_curves(evals: Mapping[str, Counts], n: int) -> list[tuple[str, list[Curve]]]:
-    """The all-problems and S-niche pass@k curves of one seed's models (method name → counts),
-    with intervals."""
-    s_ids = s_problem_ids()
-    ks = report_ks(n)
-    out: list[tuple[str, list[Curve]]] = []
-    for title, ids in (("all problems", None), (S_NAME, s_ids)):
-        curves = []
-        for name, c in evals.items():
-            pids = list(c.tallies)
-            e = EvalDir(Path(name), label_of(name), "testbed_add", pids,
-                        [c.tallies[p].n for p in pids], [c.tallies[p].c for p in pids], {})
-            curves.append(passk_curve(e, ks, ids))
-        out.append((title, curves))
-    return out

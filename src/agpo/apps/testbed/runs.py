@@ -4,19 +4,22 @@ in parallel worker processes, one torch thread each, under one progress display.
 Every job is a pure function of its arguments (seeds fixed, one thread), so where it runs does not
 change what it writes: ``--jobs 2`` writes the same numbers as ``--jobs 1`` on one machine (a test
 pins it). Workers are started with ``spawn`` (torch + fork is unsafe) and receive only what this
-module builds — paths and frozen configs —, never anything read from a file. A job whose output is
-complete is skipped; a half-done RL run resumes from its last checkpoint (``train(resume=True)``)
-and a half-done evaluation from its samples file, so an interrupted command continues where it
-stopped.
+module builds — paths and frozen configs —, never anything read from a file. A worker ends with its
+parent, however the parent ends (``die_with_parent``). A job whose output is complete is skipped;
+a half-done RL run resumes from its last checkpoint (``train(resume=True)``) and a half-done
+evaluation from its samples file, so an interrupted command continues where it stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import multiprocessing
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -141,10 +144,9 @@ def train_method(name: str, b: Budget, out: Path) -> Path:
 
 
 def _finished(ckpt: Path, cfg: RunConfig) -> bool:
-    # The trainer's own stopping rule (train.state.Run.finished) read from the checkpoint.
-    state = json.loads((ckpt / "trainer_state.json").read_text())
-    budget = cfg.train.token_budget
-    return state["step"] >= cfg.train.steps or (budget > 0 and state["tokens_total"] >= budget)
+    from agpo.train.limits import checkpoint_stop_reason
+
+    return checkpoint_stop_reason(ckpt, cfg.train) is not None
 
 
 def evaluate_model(model: Path, out: Path, b: Budget) -> Path:
@@ -233,15 +235,47 @@ def _priorities(jobs: Sequence[Job]) -> dict[str, float]:
     return {j.key: chain(j) for j in jobs}
 
 
-def _worker_init() -> None:
+def _worker_init(parent: int) -> None:
     import torch
     import transformers
 
     # Ctrl-C reaches the whole process group: the parent alone handles it (it terminates the
     # workers), instead of every worker printing its own traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent)
     torch.set_num_threads(1)  # one thread per worker: the workers fill the cores
     transformers.utils.logging.disable_progress_bar()
+
+
+PARENT_POLL_S = 0.5
+"""How often a worker without PR_SET_PDEATHSIG (not Linux) checks that its parent lives."""
+
+
+def die_with_parent(parent: int) -> None:
+    """End this worker when process ``parent`` ends, however it ends (kill -9 included).
+
+    A parent killed without a chance to terminate its pool (kill -9, an OOM kill, SIGTERM)
+    would otherwise leave the workers training as orphans for minutes, holding their run
+    directories' locks, so that the re-run that should resume them is refused. On Linux the
+    kernel sends SIGKILL the moment the parent exits (prctl PR_SET_PDEATHSIG); elsewhere, and
+    as a second guard, a daemon thread notices the parent is gone (this process is re-parented)
+    within ``PARENT_POLL_S``. Killed mid-job is what a resumed job already handles: checkpoints
+    and samples are written so that a kill at any point leaves a resumable state.
+    """
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1  # <linux/prctl.h>
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # gone before the request above took effect
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True,
+                     name="agpo-parent-watch").start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
 
 
 def _call(work: Callable[[], Any]) -> None:
@@ -364,7 +398,7 @@ def _in_pool(
     on_done: Callable[[Job], None] | None,
 ) -> None:
     ctx = multiprocessing.get_context("spawn")
-    pool = ctx.Pool(workers, initializer=_worker_init)
+    pool = ctx.Pool(workers, initializer=_worker_init, initargs=(os.getpid(),))
     running: dict[str, tuple[Job, Any]] = {}
     try:
         while pending or running:

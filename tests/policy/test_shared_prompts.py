@@ -1,13 +1,15 @@
-"""A group's prompt runs once in the scoring and training forward (``response_states``): the same
-log-probs, entropy and gradients as running it in every row, for less work."""
+"""A group's prompt runs once in the scoring and training forward (``response_states``) and in the
+sampler's prefill: the same log-probs, entropy and gradients as running it in every row, for less
+work."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from agpo.rollout import SamplingConfig, engine
-from agpo.rollout.engine import response_logprobs, sample, trim_padding
+from agpo.models import enable_activation_checkpointing
+from agpo.policy import forward, prompt_cache, response_logprobs
+from agpo.rollout import SamplingConfig, sample, sampler
 
 PROMPTS = ["1+2=", "33+4=", "7*8=", "9="]  # different lengths: the prompts are left-padded
 G = 3
@@ -19,7 +21,7 @@ def groups(tiny_model, tiny_tokenizer):
     prompts = [p for p in PROMPTS for _ in range(G)]
     temps = torch.tensor([0.7, 1.0, 1.3] * len(PROMPTS))
     cfg = SamplingConfig(max_new_tokens=6)
-    return trim_padding(sample(tiny_model, tiny_tokenizer, prompts, temps, cfg, torch.Generator().manual_seed(5)))
+    return sample(tiny_model, tiny_tokenizer, prompts, temps, cfg, torch.Generator().manual_seed(5)).trim()
 
 
 def _scored(model: torch.nn.Module, rows, share: bool) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
@@ -39,7 +41,7 @@ def _assert_same(a, b) -> None:
 @pytest.mark.parametrize("path", ["decoder", "full_logits"])
 def test_a_shared_prompt_gives_the_same_logprobs_entropy_and_gradients(tiny_model, groups, monkeypatch, path) -> None:
     if path == "full_logits":
-        monkeypatch.setattr(engine, "split_head", lambda model: None)
+        monkeypatch.setattr(forward, "split_head", lambda model: None)
     tiny_model.train()
     shared, plain = _scored(tiny_model, groups, True), _scored(tiny_model, groups, False)
     _assert_same(shared, plain)
@@ -66,7 +68,7 @@ def test_each_distinct_prompt_runs_once(tiny_model, groups) -> None:
 def test_rows_without_a_repeated_prompt_run_in_one_forward(tiny_model, groups) -> None:
     seen: list[int] = []
     tiny_model.get_decoder().register_forward_hook(lambda *args: seen.append(1))
-    distinct = engine.select(groups, list(range(0, groups.num_sequences, G)))  # one row per prompt
+    distinct = groups.select(list(range(0, groups.num_sequences, G)))  # one row per prompt
     with torch.no_grad():
         response_logprobs(tiny_model, distinct, distinct.temperatures)
     assert len(seen) == 1
@@ -76,17 +78,17 @@ def test_the_same_prompt_ids_with_another_mask_are_another_prompt() -> None:
     # Row 0's leading 0 is padding, row 1's is a real token (pad id == a real id, as with pad = EOS).
     ids = torch.tensor([[0, 5, 6], [0, 5, 6], [0, 5, 6], [7, 5, 6]])
     mask = torch.tensor([[0, 1, 1], [1, 1, 1], [0, 1, 1], [1, 1, 1]])
-    first, inverse = engine._distinct_prompts(ids, mask)
+    first, inverse = prompt_cache.distinct_prompts(ids, mask)
     assert first.numel() == 3
     assert torch.equal(first[inverse], torch.tensor([0, 1, 0, 3]))  # each row → the first row like it
-    assert engine._distinct_prompts(ids[1:], mask[1:]) is None  # nothing repeats
+    assert prompt_cache.distinct_prompts(ids[1:], mask[1:]) is None  # nothing repeats
 
 
 def test_gradient_checkpointing_runs_every_row_whole_and_stays_right(tiny_model, groups) -> None:
     # transformers drops the KV cache under gradient checkpointing in training: no sharing then.
     tiny_model.train()
     want = _scored(tiny_model, groups, False)
-    tiny_model.gradient_checkpointing_enable()
+    enable_activation_checkpointing(tiny_model)
     seen: list[int] = []
     tiny_model.get_decoder().register_forward_hook(lambda *args: seen.append(1))
     _assert_same(_scored(tiny_model, groups, True), want)
@@ -101,7 +103,7 @@ class _IgnoresAGivenCache(torch.nn.Module):
         self.decoder, self.config = decoder, decoder.config
 
     def forward(self, **kwargs):  # noqa: ANN003, ANN201
-        kwargs.pop(engine.CACHE, None)
+        kwargs.pop(prompt_cache.CACHE, None)
         return self.decoder(**kwargs)
 
 
@@ -117,8 +119,8 @@ def test_a_model_that_does_not_serve_the_prompt_cache_runs_the_rows_whole(tiny_m
                                                                          wrapper) -> None:
     tiny_model.train()
     want = _scored(tiny_model, groups, False)
-    decoder, head = engine.split_head(tiny_model)
-    monkeypatch.setattr(engine, "split_head", lambda model: (wrapper(decoder), head))
+    decoder, head = forward.split_head(tiny_model)
+    monkeypatch.setattr(forward, "split_head", lambda model: (wrapper(decoder), head))
     _assert_same(_scored(tiny_model, groups, True), want)
 
 
@@ -131,7 +133,7 @@ def test_the_sampler_prefills_a_repeated_prompt_once(tiny_model, tiny_tokenizer,
                                      with_kwargs=True)
     shared = sample(tiny_model, tiny_tokenizer, prompts, temps, cfg, torch.Generator().manual_seed(5))
     assert rows[0] == len(PROMPTS) and rows[1] == len(prompts)  # the prefill, then the first decode step
-    monkeypatch.setattr(engine, "_distinct_prompts", lambda ids, mask: None)
+    monkeypatch.setattr(sampler, "distinct_prompts", lambda ids, mask: None)
     whole = sample(tiny_model, tiny_tokenizer, prompts, temps, cfg, torch.Generator().manual_seed(5))
     assert torch.equal(shared.response_ids, whole.response_ids) and shared.texts == whole.texts
     # A forward over fewer rows rounds differently (BLAS blocking), nothing more.

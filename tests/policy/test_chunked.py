@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from agpo.ops import chunked_logprobs_entropy, entropy_from_logits, logprobs_from_logits
-from agpo.rollout import SamplingConfig
-from agpo.rollout import engine
-from agpo.rollout.engine import response_logits, response_logprobs, sample, trim_padding
+from agpo.policy import forward
+from agpo.policy.forward import response_logits, response_logprobs
+from agpo.rollout import SamplingConfig, sample
 
 
 def test_hand_worked_two_token_vocabulary() -> None:
@@ -69,7 +69,7 @@ def test_scoring_in_chunks_equals_scoring_through_full_logits(tiny_model, rollou
     with torch.no_grad():
         chunked = response_logprobs(tiny_model, rollout, temps, chunk=5)
         one_chunk = response_logprobs(tiny_model, rollout, temps, chunk=10_000)
-        monkeypatch.setattr(engine, "split_head", lambda model: None)  # the full-logits path
+        monkeypatch.setattr(forward, "split_head", lambda model: None)  # the full-logits path
         full = response_logprobs(tiny_model, rollout, temps)
     for a, b, c in zip(chunked, one_chunk, full, strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
@@ -79,7 +79,7 @@ def test_scoring_in_chunks_equals_scoring_through_full_logits(tiny_model, rollou
 
 
 def test_the_training_gradient_is_the_full_logits_gradient(tiny_model, rollout, monkeypatch) -> None:
-    rows = trim_padding(rollout)
+    rows = rollout.trim()
 
     def grads() -> list[torch.Tensor]:
         tiny_model.zero_grad()
@@ -89,7 +89,7 @@ def test_the_training_gradient_is_the_full_logits_gradient(tiny_model, rollout, 
 
     tiny_model.train()
     chunked = grads()
-    monkeypatch.setattr(engine, "split_head", lambda model: None)
+    monkeypatch.setattr(forward, "split_head", lambda model: None)
     full = grads()
     for a, b in zip(chunked, full, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
@@ -98,16 +98,16 @@ def test_the_training_gradient_is_the_full_logits_gradient(tiny_model, rollout, 
 def test_no_logits_tensor_of_the_whole_batch_is_built(tiny_model, rollout, monkeypatch) -> None:
     # The head sees at most `chunk` tokens per call; the full-logits forward is never called.
     seen: list[int] = []
-    decoder, head = engine.split_head(tiny_model)
-    monkeypatch.setattr(engine, "split_head", lambda model: (decoder, lambda h: seen.append(h.shape[0]) or head(h)))
-    monkeypatch.setattr(engine, "response_logits", None)
+    decoder, head = forward.split_head(tiny_model)
+    monkeypatch.setattr(forward, "split_head", lambda model: (decoder, lambda h: seen.append(h.shape[0]) or head(h)))
+    monkeypatch.setattr(forward, "response_logits", None)
     with torch.no_grad():
         response_logprobs(tiny_model, rollout, rollout.temperatures, chunk=5)
-    width = trim_padding(rollout).response_ids.shape[1]
+    width = rollout.trim().response_ids.shape[1]
     assert max(seen) == 5 and sum(seen) == rollout.num_sequences * width
 
 
 def test_response_logits_path_still_serves_models_with_a_logit_scale(tiny_model) -> None:
     tiny_model.config.logit_scale = 0.5  # Cohere-style: agpo does not rebuild such a head
-    assert engine.split_head(tiny_model) is None
+    assert forward.split_head(tiny_model) is None
     assert callable(response_logits)
