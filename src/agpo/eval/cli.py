@@ -34,6 +34,7 @@ import yaml
 from agpo.errors import UserError, at
 from agpo.eval.runner import Timing, evaluate_items, write_json
 from agpo.eval.samples import SAMPLES
+from agpo.ops import TEMPERATURE_RANGE
 from agpo.io import DirLock, env_info, resolve_device
 from agpo.models import Dtype
 from agpo.models import load as load_model
@@ -49,10 +50,6 @@ the words, not the samples.)"""
 MAX_NEW_TOKENS = 1024
 """The token cap of a model that is not an agpo checkpoint, lowered to what its positions allow."""
 DEFAULT_TEMPERATURE, DEFAULT_TOP_P = 0.6, 0.95
-TEMPERATURE_RANGE = (1e-30, 1e30)
-"""Temperatures the sampler can honour: it multiplies float32 logits by 1/τ, which stays finite
-for every logit below 3e8 in magnitude across this range (float32 ends at 3.4e38). 1e-45 is a
-float32 denormal whose inverse overflows (NaN samples); 1e300 is not a float32 at all."""
 # A prompt longer than this many characters per model position is refused before it is
 # tokenized: tokenizing a 50 MB line takes minutes and gigabytes, and no tokenizer in use packs
 # 64 characters into one token on average.
