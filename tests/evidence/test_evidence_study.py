@@ -41,14 +41,14 @@ def test_methods_are_named_once() -> None:
     (dict(token_budget=100, task="x.jsonl"), "a task file has no held-out split"),
     (dict(token_budget=100, temperature=1e-45), r"--temperature 1e-45: must be in"),
     (dict(token_budget=100, eval_split="nope"), "split 'nope' does not exist"),
+    (dict(token_budget=100, engine="nope"), "--engine: unknown name 'nope'; valid: transformers"),
 ])
 def test_evidence_refuses_before_any_job(flags: dict, msg: str, tmp_path: Path) -> None:
     task = {"task": str(tmp_path / "x.jsonl")} if "task" in flags else {}
     if task:
         (tmp_path / "x.jsonl").write_text('{"id": "a", "prompt": "1+1=", "gold": "2"}\n')
-    args = EvidenceArgs(out=tmp_path / "ev", model="tiny", **{"task": "arith", **flags, **task})
-    with pytest.raises(UserError, match=msg):
-        build_study(args)
+    with pytest.raises(UserError, match=msg):  # a flag's own check, or the study's
+        build_study(EvidenceArgs(out=tmp_path / "ev", model="tiny", **{"task": "arith", **flags, **task}))
     assert not (tmp_path / "ev").exists()
 
 
@@ -62,6 +62,22 @@ def test_every_evidence_preset_loads(preset: Path, monkeypatch: pytest.MonkeyPat
     assert study.base.train.token_budget > 0 and study.eval.problems >= 1
     # held-out problems are never trained on: a registered task's other split
     assert study.eval.split != study.base.task.split or study.eval.task != study.base.task.spec
+
+
+def test_the_longest_training_is_queued_first_and_the_engine_reaches_the_evaluation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agpo.apps.testbed.runs import _priorities
+    from agpo.configs import from_yaml
+
+    monkeypatch.chdir(REPO)
+    study = build_study(from_yaml(REPO / "configs/evidence/smollm2_arith.yaml", EvidenceArgs))
+    prio = _priorities(study.seed_jobs(0, Path("ev"), ""))
+    # AGPO-adaptive (a probe group per step and 4 update epochs) is the longest chain: left for
+    # last it would run alone on one core for hours at the end of the run.
+    assert max(prio, key=prio.get) == "run_agpo_adaptive"
+    assert prio["run_agpo_adaptive"] > prio["run_grpo"] > prio["eval_base"] > 0
+    assert study.eval.engine == study.base.rollout.engine == "transformers"
 
 
 def _scores(*per_problem: float) -> Scores:

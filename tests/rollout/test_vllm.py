@@ -157,7 +157,7 @@ def test_the_transformers_engine_needs_no_rescoring(tiny_model, tiny_tokenizer):
 def test_training_logs_the_engine_gap(tmp_path, monkeypatch, tiny_model_dir, scoring_pass):
     # π_old is the trainer's (the update's first forward on-policy, or a scoring pass), never
     # the engine's: a training run through the CLI with the off-by-a-quarter engine logs
-    # rollout/engine_logprob_gap = 0.25 at every step either way.
+    # mismatch/token_gap_mean = 0.25 at every step either way.
     import agpo.train.sampling as sampling
     from agpo.train.cli import main
 
@@ -172,7 +172,7 @@ def test_training_logs_the_engine_gap(tmp_path, monkeypatch, tiny_model_dir, sco
                  "--train.threads", "1", "--log.no-progress",
                  *(["--train.recompute-old-logprobs"] if scoring_pass else [])]) == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["rollout/engine_logprob_gap"] for r in rows] == pytest.approx([0.25, 0.25], abs=1e-5)
+    assert [r["mismatch/token_gap_mean"] for r in rows] == pytest.approx([0.25, 0.25], abs=1e-5)
     # the loss saw the trainer's π_old: every ratio is 1 (the engine's would give ρ = e^−0.25,
     # approx_kl = e^−0.25 − 1 + 0.25 ≈ 0.029)
     assert all(r["loss/approx_kl"] < 1e-6 for r in rows)

@@ -71,6 +71,26 @@ def test_tiny_demo_writes_a_report(sequential: Path) -> None:
     assert "<h2>training dynamics</h2>" in html
 
 
+def test_a_finished_evaluation_is_re_verified_when_the_verifier_changed(
+    sequential: Path, testbed_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import agpo.eval.runner as runner
+    from agpo.apps.testbed.runs import evaluate_model
+
+    monkeypatch.setenv("AGPO_CACHE", str(testbed_cache))
+    cfg = DemoConfig(out=sequential, **TINY)
+    out = shutil.copytree(sequential / "eval_base", tmp_path / "eval_base")
+    before = json.loads((out / "passk.json").read_text())
+    checks = {k: v["check"] for k, v in json.loads((out / runner.VERIFIED).read_text())["problems"].items()}
+    # What a fix to the grader looks like to a finished demo: the same settings, other code. A
+    # re-run demo must grade every table row with the verifier of the day, not skip the row.
+    monkeypatch.setattr(runner, "verifier_code", lambda: "a fixed grader")
+    evaluate_model(cfg.budget.base, out, cfg.budget)
+    now = {k: v["check"] for k, v in json.loads((out / runner.VERIFIED).read_text())["problems"].items()}
+    assert now.keys() == checks.keys() and all(now[k] != checks[k] for k in now)  # all re-verified
+    assert json.loads((out / "passk.json").read_text()) == before  # the same verdicts
+
+
 def test_two_workers_and_a_resumed_demo_write_the_same_numbers(
     sequential: Path, testbed_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -60,7 +60,10 @@ def test_unknown_yaml_key_names_file_and_line(tmp_path):
         (["--algo.advantage", "grpoo"], "--algo.advantage"),
         (["--algo.clip-low", "1.5"], "--algo.clip-low"),
         (["--algo.adaptive.tau-min", "2"], "--algo.adaptive.tau-base"),
-        (["--train.group-size", "1"], "--train.group-size"),
+        # AGPO-adaptive's τ is centred at τ_base: a different --rollout.temperature is refused,
+        # not silently ignored (the probe of the adaptive clip alone samples at τ_base too)
+        (["--algo.adaptive-temperature", "--rollout.temperature", "0.7"], "--algo.adaptive.tau-base"),
+        (["--algo.adaptive-clip", "--algo.adaptive.tau-base", "0.8"], "--algo.adaptive.tau-base"),
         (["--optim.lr", "nan"], "--optim.lr"),
         (["--rollout.top-p", "0.9"], "--rollout.top-p"),
         (["--train.prompts-per-step", "6", "--train.mini-batch-prompts", "4"], "--train.mini-batch-prompts"),

@@ -38,7 +38,7 @@ from agpo.ops import TEMPERATURE_RANGE
 from agpo.io import DirLock, env_info, resolve_device
 from agpo.models import Dtype
 from agpo.models import load as load_model
-from agpo.tasks import TEMPLATES, load_task, model_positions, render_prompt
+from agpo.tasks import TEMPLATES, load_task, model_positions, prompt_room
 from agpo.types import TaskItem
 
 # Settings that may differ between an interrupted eval and its resumption: they change speed or
@@ -50,10 +50,6 @@ the words, not the samples.)"""
 MAX_NEW_TOKENS = 1024
 """The token cap of a model that is not an agpo checkpoint, lowered to what its positions allow."""
 DEFAULT_TEMPERATURE, DEFAULT_TOP_P = 0.6, 0.95
-# A prompt longer than this many characters per model position is refused before it is
-# tokenized: tokenizing a 50 MB line takes minutes and gigabytes, and no tokenizer in use packs
-# 64 characters into one token on average.
-_CHARS_PER_POSITION = 64
 
 
 @dataclass(frozen=True)
@@ -260,8 +256,8 @@ def resolve_sampling(
         notes["template"] = "the model has a chat template" if chat else "the model has no chat template"
     flag = ("--max-new-tokens" if "max_new_tokens" in given
             else f"max-new-tokens (from {run_file})" if "max_new_tokens" in chosen else None)
-    fits = _room(items, chosen["template"], cfg.task, tokenizer, positions,
-                 chosen.get("max_new_tokens"), flag)
+    fits = prompt_room(items, chosen["template"], cfg.task, tokenizer, positions,
+                       chosen.get("max_new_tokens"), flag=flag, option="--max-new-tokens")
     if "max_new_tokens" not in chosen:
         chosen["max_new_tokens"] = MAX_NEW_TOKENS if fits is None else min(MAX_NEW_TOKENS, fits)
         if chosen["max_new_tokens"] < MAX_NEW_TOKENS:
@@ -285,40 +281,6 @@ def _sources_line(
               ([n for n in from_run if n not in given], f"from {run_file}"),
               ([n for n in SAMPLING_FIELDS if n not in given and n not in from_run], "by default")]
     return "sampling: " + "; ".join(f"{shown(names)} {why}" for names, why in groups if names)
-
-
-def _room(
-    items: Sequence[TaskItem], template: str, spec: str, tokenizer: Any, positions: int | None,
-    cap: int | None, flag: str | None,
-) -> int | None:
-    """The most new tokens the model's ``positions`` leave after the longest rendered prompt
-    (None when the model does not say how many it has). A prompt that leaves no room, or less
-    than the token ``cap`` set by ``flag``, is refused naming the task file and line."""
-    if positions is None:
-        return None
-    sizes: list[tuple[int, int | None]] = []  # (characters, tokens) of each rendered prompt
-    for it in items:
-        text = render_prompt(it, template, tokenizer)
-        sizes.append((len(text), len(tokenizer(text).input_ids)
-                      if len(text) <= _CHARS_PER_POSITION * positions else None))
-    fits = positions - max((n for _, n in sizes if n is not None), default=0)
-    if cap is not None and cap >= positions:
-        raise UserError(f"{flag} {cap}: the model has only {positions} positions; lower it "
-                        f"(at most {fits} fit after the longest prompt)")
-    budget = positions - cap if cap is not None else positions - 1
-    for it, (chars, n) in zip(items, sizes, strict=True):
-        if n is None or n > budget:
-            size = f"{chars:,} characters" if n is None else f"{n} tokens"
-            if cap is None:
-                why = (f"which leaves no room for a response in the model's {positions} "
-                       "positions; shorten or drop it")
-            else:
-                most = f" (at most {fits} fit every prompt)" if fits >= 1 else ""
-                why = (f"more than the {budget} the model's {positions} positions leave after "
-                       f"{flag} {cap}; shorten or drop it, or lower --max-new-tokens{most}")
-            raise at(spec, it.meta.get("line"),
-                     f"problem {it.id!r}: the prompt ({template} template) is {size}, {why}")
-    return fits
 
 
 # --------------------------------------------------------------------------- OUT

@@ -157,15 +157,22 @@ def load(
 @contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
     """Inside: no transformers progress bars and no log below ERROR (its "Loading weights"
-    bar and load report, which agpo's own checks and progress display replace); the previous
-    settings are restored on the way out."""
+    bar and load report, which agpo's own checks and progress display replace), and not the
+    deprecation warning peft triggers in transformers by reading ``is_gradient_checkpointing``
+    (a library's call, nothing a user can change); the previous settings are restored on the way
+    out."""
+    import warnings
+
     from transformers.utils import logging as hf_logging
 
     bar, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                                    category=FutureWarning)
+            yield
     finally:
         hf_logging.set_verbosity(level)
         if bar:

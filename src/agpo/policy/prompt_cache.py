@@ -52,8 +52,11 @@ def selectable(cache: object) -> bool:
 def keeps_cache(net: torch.nn.Module) -> bool:
     """False where a forward in training ignores the KV cache (transformers drops it under
     gradient checkpointing), so a shared prompt would silently not be seen."""
-    flag = "is_activation_checkpointing" if hasattr(type(net), "is_activation_checkpointing") else "is_gradient_checkpointing"
-    return not (net.training and getattr(net, flag, False))
+    # Asked of the transformers model itself: through a peft wrapper the old name would be read
+    # too, and transformers warns that it is deprecated.
+    base = net.get_base_model() if hasattr(net, "get_base_model") else net
+    flag = "is_activation_checkpointing" if hasattr(type(base), "is_activation_checkpointing") else "is_gradient_checkpointing"
+    return not (net.training and getattr(base, flag, False))
 
 
 class PromptCache:

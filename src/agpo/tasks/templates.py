@@ -17,6 +17,7 @@ conversation prompt); ``chat`` has no such format and needs the model's chat tem
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from agpo.errors import UserError, at
@@ -103,25 +104,36 @@ def model_positions(model: Any) -> int | None:
 _CHARS_PER_POSITION = 64
 
 
-def check_prompt_lengths(
-    items: list[TaskItem], template: str, spec: str, tokenizer: Any, positions: int | None,
-    max_new_tokens: int,
-) -> None:
-    """UserError naming the task file and line of the first prompt that, rendered with the
-    template, leaves fewer than ``max_new_tokens`` of the model's ``positions``."""
+def prompt_room(
+    items: Sequence[TaskItem], template: str, spec: str, tokenizer: Any, positions: int | None,
+    cap: int | None, *, flag: str | None, option: str,
+) -> int | None:
+    """The most new tokens the model's ``positions`` leave after the longest rendered prompt
+    (None when the model does not say how many it has). A token ``cap`` (set by ``flag``; None:
+    not chosen yet) that leaves a prompt no room, or no room at all, is refused — naming the task
+    file and line of the prompt, and ``option``, the flag that lowers the cap."""
     if positions is None:
-        return
-    budget = positions - max_new_tokens
-    if budget < 1:
-        raise UserError(f"--rollout.max-new-tokens {max_new_tokens}: the model has only "
-                        f"{positions} positions; lower it")
+        return None
+    sizes: list[tuple[int, int | None]] = []  # (characters, tokens) of each rendered prompt
     for it in items:
         text = render_prompt(it, template, tokenizer)
-        n = (len(tokenizer(text).input_ids) if len(text) <= _CHARS_PER_POSITION * positions
-             else None)
+        sizes.append((len(text), len(tokenizer(text).input_ids)
+                      if len(text) <= _CHARS_PER_POSITION * positions else None))
+    fits = positions - max((n for _, n in sizes if n is not None), default=0)
+    if cap is not None and cap >= positions:
+        raise UserError(f"{flag} {cap}: the model has only {positions} positions; lower it "
+                        f"(at most {fits} fit after the longest prompt)")
+    budget = positions - cap if cap is not None else positions - 1
+    for it, (chars, n) in zip(items, sizes, strict=True):
         if n is None or n > budget:
-            size = f"{len(text):,} characters" if n is None else f"{n} tokens"
+            size = f"{chars:,} characters" if n is None else f"{n} tokens"
+            if cap is None:
+                why = (f"which leaves no room for a response in the model's {positions} "
+                       "positions; shorten or drop it")
+            else:
+                most = f" (at most {fits} fit every prompt)" if fits >= 1 else ""
+                why = (f"more than the {budget} the model's {positions} positions leave after "
+                       f"{flag} {cap}; shorten or drop it, or lower {option}{most}")
             raise at(spec, it.meta.get("line"),
-                     f"problem {it.id!r}: the prompt is {size}, more than the {budget} the model's "
-                     f"{positions} positions leave after --rollout.max-new-tokens {max_new_tokens}; "
-                     "shorten or drop it, or lower --rollout.max-new-tokens")
+                     f"problem {it.id!r}: the prompt ({template} template) is {size}, {why}")
+    return fits

@@ -293,6 +293,14 @@ class RunConfig:
                 f"{a.overlong_cache} exceeds --rollout.max-new-tokens {r.max_new_tokens}: lower the "
                 "cache or raise the budget")
         check_group_size(a.advantage, a.adv, self.train.group_size)
+        # The probe samples at τ_base, and the adaptive τ is centred there: a different
+        # --rollout.temperature would be ignored (adaptive τ) or describe another distribution
+        # than the probe measured (adaptive clip). One τ, stated twice, must agree.
+        require(not (a.adaptive_temperature or a.adaptive_clip) or r.temperature == a.adaptive.tau_base,
+                "algo.adaptive.tau_base",
+                f"{a.adaptive.tau_base} differs from --rollout.temperature {r.temperature}: "
+                "AGPO-adaptive's probe samples at τ_base and its temperature is centred there; "
+                "give both the same value")
         require(not (a.overlong_cache and properties(a.advantage).binary_only), "algo.overlong_cache",
                 f"makes scores non-binary, which --algo.advantage {a.advantage} rejects: set "
                 f"--algo.overlong-cache 0 or use one of {', '.join(ADVANTAGES.where(binary_only=False))}")

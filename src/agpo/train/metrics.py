@@ -233,10 +233,9 @@ def count_metrics(groups, clip_low: torch.Tensor, world: int) -> dict[str, torch
     }
 
 
-def rollout_metrics(rollout: Rollout, entropy: torch.Tensor | None,
-                    trainer_logprobs: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """rollout/ metrics as [sum, count] pairs: length, truncation, token entropy [N, T],
-    temperature, and with the trainer's log-probs [N, T] of the tokens the engine/trainer gap."""
+def rollout_metrics(rollout: Rollout, entropy: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """rollout/ metrics as [sum, count] pairs: length, truncation, token entropy [N, T] and
+    temperature (the engine/trainer gap is the update's mismatch/ metrics)."""
     mask = rollout.response_mask.float()
     lengths = mask.sum(-1)  # [N]
     n = lengths.new_tensor(float(lengths.numel()))
@@ -247,9 +246,6 @@ def rollout_metrics(rollout: Rollout, entropy: torch.Tensor | None,
     }
     if entropy is not None:
         out["rollout/entropy"] = torch.stack([(entropy * mask).sum(), mask.sum()])
-    if trainer_logprobs is not None:
-        gap = ((trainer_logprobs - rollout.logprobs).abs() * mask).sum()
-        out["rollout/engine_logprob_gap"] = torch.stack([gap, mask.sum()])
     return {k: v.detach().cpu() for k, v in out.items()}
 
 

@@ -6,7 +6,7 @@ Samples come from the rollout engine (--rollout.engine). Its log-probs are kept 
 measure the engine/trainer gap: π_old is always the trainer's own computation (see
 RunConfig.old_logprobs_in_update), so the loss is what the transformers engine would give for the
 same tokens. TRL instead keeps both and weights the loss by the truncated ratio
-π_trainer / π_engine; at the gap measured here (rollout/engine_logprob_gap, ≈ 1e-5 in fp32 on
+π_trainer / π_engine; at the gap measured here (mismatch/token_gap_mean, ≈ 1e-5 in fp32 on
 CPU) that weight is 1 to within 1e-4, so agpo does not carry it.
 """
 

@@ -44,7 +44,7 @@ def load_models(cfg: ModelConfig, need_ref: bool, seed: int, device: torch.devic
     of --model.dtype here). The reference is a frozen copy, or with LoRA the policy itself with
     adapters disabled (``ref is policy``: the loop disables them). bf16-pure with an ``lr`` that
     cannot move its weights is refused (``check_lr_moves_weights``)."""
-    from agpo.models import enable_activation_checkpointing, load
+    from agpo.models import enable_activation_checkpointing, load, quiet_transformers
 
     precision = precision or training_precision(cfg.dtype, device)
     policy, tokenizer = load(cfg.path, device=device, dtype=precision.name, seed=seed,
@@ -56,8 +56,9 @@ def load_models(cfg: ModelConfig, need_ref: bool, seed: int, device: torch.devic
     if cfg.lora_rank > 0:
         from peft import LoraConfig, get_peft_model
 
-        policy = get_peft_model(policy, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
-                                                   target_modules=list(cfg.lora_targets)))
+        with quiet_transformers():
+            policy = get_peft_model(policy, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
+                                                       target_modules=list(cfg.lora_targets)))
         return policy, tokenizer, (policy if need_ref else None)
     ref = None
     if need_ref:

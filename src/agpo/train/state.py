@@ -22,7 +22,7 @@ from agpo.io import DirLock, dumps_finite, replace_text, resolve_device
 from agpo.models.precision import Precision, autocast
 from agpo.policy import token_logprobs
 from agpo.rollout.sampler import prepare_tokenizer
-from agpo.tasks import check_prompt_lengths, model_positions
+from agpo.tasks import model_positions, prompt_room
 from agpo.train import checkpoint as ckpt
 from agpo.train import fsdp
 from agpo.train.config import RunConfig, read_yaml, save_yaml
@@ -114,10 +114,12 @@ class Run:
                                              precision, lr=cfg.optim.lr)
         prepare_tokenizer(tokenizer)
         positions = model_positions(policy)
-        check_prompt_lengths(items, cfg.task.template, cfg.task.spec, tokenizer, positions, cfg.rollout.max_new_tokens)
+        cap = {"cap": cfg.rollout.max_new_tokens, "flag": "--rollout.max-new-tokens",
+               "option": "--rollout.max-new-tokens"}
+        prompt_room(items, cfg.task.template, cfg.task.spec, tokenizer, positions, **cap)
         if eval_items:
-            check_prompt_lengths(eval_items, cfg.task.template, cfg.task.eval_spec or cfg.task.spec, tokenizer,
-                                 positions, cfg.rollout.max_new_tokens)
+            prompt_room(eval_items, cfg.task.template, cfg.task.eval_spec or cfg.task.spec, tokenizer,
+                        positions, **cap)
         if cfg.train.fsdp:  # after loading, before the optimizer: AdamW state is then sharded too
             policy = fsdp.shard(policy, precision, sum_gradients=True)
             if ref is not None:

@@ -364,9 +364,6 @@ def add_mismatch_metrics(stats: MetricSums, mismatch: dict[str, torch.Tensor]) -
     tokens, sequences = mismatch["mismatch/tokens"], mismatch["mismatch/sequences"]
     for key in ("mismatch/token_gap_mean", "mismatch/token_truncated_frac"):
         stats.mean(key, mismatch[key], tokens)
-    # The same mean |Δ| under the name the docs and engine checks have used since before the
-    # correction existed (one computation, two keys).
-    stats.mean("rollout/engine_logprob_gap", mismatch["mismatch/token_gap_mean"], tokens)
     for key in ("mismatch/seq_ratio_mean", "mismatch/seq_masked_frac"):
         stats.mean(key, mismatch[key], sequences)
     # A process without response tokens has nothing to report: -inf leaves its peaks out.

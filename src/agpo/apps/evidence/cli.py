@@ -41,6 +41,10 @@ class EvidenceArgs:
     """The training task; '': the run config's task.spec (trained on its task.split)."""
     template: str = ""
     """Prompt template of training and evaluation; '': the run config's task.template."""
+    engine: str = ""
+    """Who samples, in training and evaluation alike (transformers or vllm, see agpo.rollout.ENGINES);
+    '': the run config's rollout.engine. The engines draw different random streams, so a run
+    continues only with the engine it started with."""
     eval_task: str = ""
     """The held-out task; '': the training task's --eval-split (a task file has no splits: give
     a held-out file here)."""
@@ -83,6 +87,10 @@ class EvidenceArgs:
             raise UserError("--limit and --token-budget must be ≥ 0, --eval-batch-size ≥ 1")
         if self.checkpoint_every < 1:
             raise UserError("--checkpoint-every must be ≥ 1 (a stopped run resumes from it)")
+        if self.engine:
+            from agpo.rollout.engines import require_engine
+
+            require_engine(self.engine, "engine")
 
 
 def build_study(a: EvidenceArgs) -> Any:
@@ -95,6 +103,7 @@ def build_study(a: EvidenceArgs) -> Any:
     flags = [*(["--model.path", a.model] if a.model else []),
              *(["--task.spec", a.task] if a.task else []),
              *(["--task.template", a.template] if a.template else []),
+             *(["--rollout.engine", a.engine] if a.engine else []),
              *(["--train.token-budget", str(a.token_budget)] if a.token_budget else [])]
     base = load_config(a.train_config or None, flags)
     if base.train.token_budget <= 0:
@@ -113,7 +122,8 @@ def build_study(a: EvidenceArgs) -> Any:
                     max_new_tokens=a.max_new_tokens or base.rollout.max_new_tokens,
                     temperature=a.temperature if a.temperature is not None else base.rollout.temperature,
                     top_p=a.top_p if a.top_p is not None else base.rollout.top_p,
-                    batch_size=a.eval_batch_size, verifier=base.reward.verifier)
+                    batch_size=a.eval_batch_size, verifier=base.reward.verifier,
+                    engine=base.rollout.engine)
     for name in ("max_new_tokens", "temperature", "top_p"):
         if why := sampling_problem(name, getattr(spec, name)):
             raise UserError(f"--{name.replace('_', '-')} {getattr(spec, name)}: {why}")

@@ -151,12 +151,12 @@ def _finished(ckpt: Path, cfg: RunConfig) -> bool:
 
 def evaluate_model(model: Path, out: Path, b: Budget) -> Path:
     """pass@k of one model (a folder, or a run directory: its last checkpoint) on the held-out
-    problems at τ = 1; skipped when complete, resumed when half-done. Returns ``out``."""
+    problems at τ = 1; resumed when half-done, and run again when complete too, which samples
+    nothing but re-verifies rows whose verifier changed since (as the evidence study does: every
+    evaluation of one table is graded by the same verifier). Returns ``out``."""
     from agpo.eval import evaluate
     from agpo.train.checkpoint import latest_checkpoint
 
-    if (out / "passk.json").exists():
-        return out
     if (model / "metrics.jsonl").exists():  # a run directory
         model = latest_checkpoint(model) or model
     evaluate(
