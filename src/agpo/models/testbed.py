@@ -30,7 +30,7 @@ from transformers import PreTrainedTokenizerFast
 
 from agpo.errors import UserError
 from agpo.io import dumps_finite
-from agpo.models import cache_root
+from agpo.models import cache_root, quiet_transformers
 from agpo.tasks import testbed as tasks
 from agpo.models.tiny import char_tokenizer, tiny_llama
 
@@ -188,8 +188,9 @@ def build_base_model(
         model, tok, losses = pretrain(seed, recipe, progress)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+        with quiet_transformers():
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
         info = {
             "seed": seed,
             "recipe": asdict(recipe),

@@ -86,7 +86,10 @@ def begin_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     if weights:
-        _unwrap(model).save_pretrained(tmp, safe_serialization=True)
+        from agpo.models import quiet_transformers
+
+        with quiet_transformers():  # no "Writing model shards" bar inside agpo's own progress
+            _unwrap(model).save_pretrained(tmp, safe_serialization=True)
         tensors, groups = _optimizer_to_flat(optimizer)
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         (tmp / "optimizer.json").write_text(json.dumps(groups))
