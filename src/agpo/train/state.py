@@ -18,7 +18,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from agpo.algos.mismatch import Correction, correct
 from agpo.configs import to_dict
 from agpo.errors import UserError
-from agpo.io import DirLock, dumps_finite, replace_text, resolve_device
+from agpo.io import DirLock, dumps_finite, replace_text, resolve_device, use_threads
 from agpo.models.precision import Precision, autocast
 from agpo.policy import token_logprobs
 from agpo.rollout.sampler import prepare_tokenizer
@@ -102,8 +102,8 @@ class Run:
         if d.main and not resume:
             require_new_out(out)
         # Data and models load before the run directory exists: bad input leaves nothing behind.
-        if cfg.train.threads:
-            torch.set_num_threads(cfg.train.threads)
+        if busy := use_threads(cfg.train.threads, "--train.threads"):
+            _warner(d)(busy)
         torch.manual_seed(cfg.train.seed)
         device = resolve_device(cfg.model.device)
         items = load_items(cfg.task, cfg.task.split, cfg.task.limit)
