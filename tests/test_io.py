@@ -204,6 +204,7 @@ def test_threads_on_busy_cores_are_warned_about(threads: int, load: float, warne
     before = torch.get_num_threads()
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     try:
         msg = use_threads(threads, "--threads")
         assert torch.get_num_threads() == threads
@@ -213,3 +214,18 @@ def test_threads_on_busy_cores_are_warned_about(threads: int, load: float, warne
     # 30× slower sampling): the user is told, naming the flag that fixes it.
     assert (msg is not None) == warned
     assert msg is None or ("--threads 1" in msg and f"load average {load:.1f} on 2 cores" in msg)
+
+
+def test_sleeping_openmp_threads_are_not_warned_about(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from agpo.io import use_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.9, 3.9, 3.9))
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")  # the remedy the warning names, in place
+    try:
+        assert use_threads(2, "--threads") is None
+    finally:
+        torch.set_num_threads(before)

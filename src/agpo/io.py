@@ -344,7 +344,8 @@ def use_threads(threads: int, flag: str) -> str | None:
     if threads:
         torch.set_num_threads(threads)
     n, cores = torch.get_num_threads(), os.cpu_count() or 1
-    if n < 2 or not hasattr(os, "getloadavg"):
+    passive = os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"  # waiting threads sleep
+    if n < 2 or passive or not hasattr(os, "getloadavg"):
         return None
     load = os.getloadavg()[0]
     if load + n <= cores + 0.5:
