@@ -78,6 +78,10 @@ def test_the_longest_training_is_queued_first_and_the_engine_reaches_the_evaluat
     assert max(prio, key=prio.get) == "run_agpo_adaptive"
     assert prio["run_agpo_adaptive"] > prio["run_grpo"] > prio["eval_base"] > 0
     assert study.eval.engine == study.base.rollout.engine == "transformers"
+    # A run started before the evaluation named its engine saved no such key; it continues.
+    from agpo.apps.evidence.study import settings_of
+
+    assert "engine" not in settings_of(study)["eval"]
 
 
 def _scores(*per_problem: float) -> Scores:

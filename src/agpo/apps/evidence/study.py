@@ -193,4 +193,8 @@ def settings_of(study: Any) -> dict[str, Any]:
         if f.name not in ("subsets", "marker"):
             v = getattr(study, f.name)
             out[f.name] = to_dict(v) if dataclasses.is_dataclass(v) else v
+    # Evaluations sampled with agpo's own sampler before EvalSpec named its engine: a run
+    # started then continues, so the default engine is left unsaid.
+    if isinstance(out.get("eval"), dict) and out["eval"].get("engine") == "transformers":
+        del out["eval"]["engine"]
     return out
