@@ -199,3 +199,12 @@ def _typed(kind: Any, value: Any, node: Any, err: Callable[[str], UserError]) ->
             kinds = list(args)
         return tuple(_typed(k, v, n, err) for k, v, n in zip(kinds, value, nodes, strict=True))
     return value
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested dict of settings as one level with dotted keys ({"a": {"b": 1}} → {"a.b": 1}):
+    what a message names when two sets of settings differ."""
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out

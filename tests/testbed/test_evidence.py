@@ -106,7 +106,8 @@ def test_a_killed_run_continues_to_the_same_numbers(
 
 def test_a_continuation_with_other_settings_is_refused(through: Path, testbed_base: Path) -> None:
     before = (through / "evidence.json").read_bytes()
-    with pytest.raises(UserError, match=r"holds an evidence run with other settings \(eval: "):
+    # the one differing setting, by its dotted name, both values whole
+    with pytest.raises(UserError, match=r"holds an evidence run with other settings \(eval.n: 8 → 16\)"):
         run(EvidenceArgs(out=through, model=str(testbed_base), jobs=1, progress=False,
                          **{**FLAGS, "n": 16}))
     assert (through / "evidence.json").read_bytes() == before

@@ -16,7 +16,7 @@ from torch import distributed as torch_dist
 from torch.optim.lr_scheduler import LRScheduler
 
 from agpo.algos.mismatch import Correction, correct
-from agpo.configs import to_dict
+from agpo.configs import flatten, to_dict
 from agpo.errors import UserError
 from agpo.io import DirLock, dumps_finite, replace_text, resolve_device, use_threads
 from agpo.models.precision import Precision, autocast
@@ -368,20 +368,13 @@ def _warner(d: Dist):  # noqa: ANN202
     return lambda msg: print(f"warning: {msg}", file=sys.stderr) if d.main else None
 
 
-def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in data.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
 def _check_against_checkpoint(path: Path, file_cfg: RunConfig, last: Path, flags: frozenset[str]) -> None:
     """Refuse a config.yaml that disagrees with the config its checkpoint was trained with,
     unless a flag given now sets the field (a deliberate change, e.g. more steps)."""
     theirs = ckpt.load_run_config(last)
     if theirs is None:  # a checkpoint of an agpo that did not store its config
         return
-    theirs, mine = _flat(theirs), _flat(to_dict(file_cfg))
+    theirs, mine = flatten(theirs), flatten(to_dict(file_cfg))
     diff = [k for k in mine if mine[k] != theirs.get(k, mine[k]) and k not in flags]
     if diff:
         shown = ", ".join(f"{k} ({mine[k]!r} here, {theirs[k]!r} there)" for k in diff[:3])

@@ -24,6 +24,7 @@ from agpo.apps.evidence.methods import METHODS, label_of
 from agpo.apps.evidence.page import evidence_page, seed_curves
 from agpo.apps.evidence.study import Study
 from agpo.apps.testbed.runs import Job, default_jobs, execute
+from agpo.configs import flatten
 from agpo.errors import UserError
 from agpo.eval.bootstrap import mean_ci
 from agpo.io import replace_text
@@ -150,17 +151,23 @@ class _Results:
                 for seed in self.counts if "base" in self.counts[seed]]
 
 
+_ABSENT = object()
+
+
+def _shown(settings: dict[str, Any], key: str) -> str:
+    return json.dumps(settings[key])[:60] if key in settings else "(not set)"
+
+
 def check_settings(out: Path, settings: dict[str, Any]) -> None:
     """Refuse to continue an evidence run in ``out`` with other settings (its finished runs
     and evals would be mixed with new ones); write them the first time. Adding methods or seeds
     is a continuation, not a change."""
     path = out / SETTINGS
     if path.exists():
-        theirs = json.loads(path.read_text(encoding="utf-8"))
-        diff = sorted(k for k in settings.keys() | theirs.keys() if settings.get(k) != theirs.get(k))
+        theirs, mine = flatten(json.loads(path.read_text(encoding="utf-8"))), flatten(settings)
+        diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k, _ABSENT) != theirs.get(k, _ABSENT))
         if diff:
-            shown = "; ".join(f"{k}: {json.dumps(theirs.get(k))[:80]} → {json.dumps(settings.get(k))[:80]}"
-                              for k in diff[:3])
+            shown = "; ".join(f"{k}: {_shown(theirs, k)} → {_shown(mine, k)}" for k in diff[:3])
             raise UserError(f"--out {out}: holds an evidence run with other settings ({shown}); "
                             "re-run it with its own settings to continue, or choose a new --out")
     out.mkdir(parents=True, exist_ok=True)
