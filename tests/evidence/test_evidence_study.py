@@ -64,23 +64,14 @@ def test_every_evidence_preset_loads(preset: Path, monkeypatch: pytest.MonkeyPat
     assert study.eval.split != study.base.task.split or study.eval.task != study.base.task.spec
 
 
-def test_the_longest_training_is_queued_first_and_the_engine_reaches_the_evaluation(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from agpo.apps.testbed.runs import _priorities
+def test_the_training_engine_reaches_the_evaluation(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agpo.apps.evidence.study import settings_of
     from agpo.configs import from_yaml
 
     monkeypatch.chdir(REPO)
     study = build_study(from_yaml(REPO / "configs/evidence/smollm2_arith.yaml", EvidenceArgs))
-    prio = _priorities(study.seed_jobs(0, Path("ev"), ""))
-    # AGPO-adaptive (a probe group per step and 4 update epochs) is the longest chain: left for
-    # last it would run alone on one core for hours at the end of the run.
-    assert max(prio, key=prio.get) == "run_agpo_adaptive"
-    assert prio["run_agpo_adaptive"] > prio["run_grpo"] > prio["eval_base"] > 0
     assert study.eval.engine == study.base.rollout.engine == "transformers"
     # A run started before the evaluation named its engine saved no such key; it continues.
-    from agpo.apps.evidence.study import settings_of
-
     assert "engine" not in settings_of(study)["eval"]
 
 

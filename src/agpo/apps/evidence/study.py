@@ -111,25 +111,18 @@ class RunStudy:
     def seed_jobs(self, seed: int, root: Path, prefix: str) -> list[Job]:
         spec = self.eval
         budget = self.base.train.token_budget or None
-        # Costs order the queue (the longest chain first, so that no long training is left
-        # alone at the end): in generated-token units, a training's sampling costs its budget
-        # and each update epoch about as much again over the tokens it trains on (a probe
-        # group's are not); an evaluation's sampled token costs about a third of that (measured
-        # on SmolLM2 on 2 CPU cores: no update, larger decode batches).
-        eval_cost = (spec.total or 0) * spec.max_new_tokens / 6
         jobs = [Job(f"{prefix}eval_base", f"{prefix}eval base",
                     partial(evaluate_to_end, self.base.model.path, root / "eval_base", spec, seed),
-                    root / "eval_base", cost=eval_cost, total=spec.total)]
+                    root / "eval_base", total=spec.total)]
         for name in self.methods:
-            run, m = root / f"run_{name}", METHODS[name]
-            train_cost = (budget or 0) * (1 + m.epochs / (2 if m.algo.uses_probe else 1))
-            jobs.append(Job(f"{prefix}run_{name}", f"{prefix}train {m.label}",
+            run = root / f"run_{name}"
+            label = METHODS[name].label
+            jobs.append(Job(f"{prefix}run_{name}", f"{prefix}train {label}",
                             partial(train_to_end, self.run_config(name, seed), run), run,
-                            cost=train_cost, total=budget))
-            jobs.append(Job(f"{prefix}eval_{name}", f"{prefix}eval {m.label}",
+                            total=budget))
+            jobs.append(Job(f"{prefix}eval_{name}", f"{prefix}eval {label}",
                             partial(evaluate_to_end, str(run), root / f"eval_{name}", spec, seed),
-                            root / f"eval_{name}", (f"{prefix}run_{name}",), cost=eval_cost,
-                            total=spec.total))
+                            root / f"eval_{name}", (f"{prefix}run_{name}",), total=spec.total))
         return jobs
 
     def describe(self) -> str:
