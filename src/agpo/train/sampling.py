@@ -2,12 +2,12 @@
 temperature strategy's τ, verification, and DAPO's dynamic sampling (over-generate until the
 batch holds B informative groups, at most --algo.max-sampling-rounds rounds).
 
-Samples come from the rollout engine (--rollout.engine). Its log-probs are kept only to
-measure the engine/trainer gap: π_old is always the trainer's own computation (see
-RunConfig.old_logprobs_in_update), so the loss is what the transformers engine would give for the
-same tokens. TRL instead keeps both and weights the loss by the truncated ratio
-π_trainer / π_engine; at the gap measured here (mismatch/token_gap_mean, ≈ 1e-5 in fp32 on
-CPU) that weight is 1 to within 1e-4, so agpo does not carry it.
+Samples come from the rollout engine (--rollout.engine), with the engine's log-probs of the
+sampled tokens. By default π_old is the trainer's own computation (RunConfig.old_logprobs_in_update)
+and the engine's log-probs only measure the engine/trainer gap (mismatch/token_gap_mean, ≈ 1e-5
+in fp32 on CPU); --algo.mismatch-correction weights the loss by the truncated ratio
+π_trainer / π_engine, as TRL does, and --train.old-logprobs engine takes π_old from the engine
+(agpo.algos.mismatch, docs/engines.md).
 """
 
 from __future__ import annotations
