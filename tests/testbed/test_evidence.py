@@ -102,6 +102,10 @@ def test_a_killed_run_continues_to_the_same_numbers(
     again = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=900)
     assert again.returncode == 0, again.stderr.decode()[-2000:]
     assert _numbers(out) == _numbers(through)
+    # the report's wall time covers both invocations, the killed one to its last refresh
+    ledger = json.loads((out / "wall_time.json").read_text())
+    assert [i["jobs"] for i in ledger["invocations"]] == [1, 1]
+    assert "over 2 invocations" in (out / "evidence.md").read_text()
 
 
 def test_a_continuation_with_other_settings_is_refused(through: Path, testbed_base: Path) -> None:

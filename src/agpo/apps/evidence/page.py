@@ -12,6 +12,7 @@ from typing import Any
 
 from agpo.apps.evidence.claims import Counts
 from agpo.apps.evidence.methods import label_of
+from agpo.apps.evidence.wallclock import describe
 from agpo.eval.passk import report_ks
 from agpo.eval.plots import Curve, colors_for, passk_panels, png_base64
 from agpo.eval.report import EvalDir, load_run, page, passk_curve, runs_section
@@ -50,10 +51,10 @@ def markdown_to_html_table(md: str) -> str:
 def evidence_page(
     title: str, intro: str, seeds: Sequence[Mapping[str, Any]],
     curves: Mapping[int, Sequence[tuple[str, Sequence[Curve]]]],
-    runs: Mapping[int, Mapping[str, Path]], tables_md: Sequence[str], wall_s: float,
+    runs: Mapping[int, Mapping[str, Path]], tables_md: Sequence[str], wall: Mapping[str, Any],
 ) -> str:
     """The page (see the module docstring); ``runs``: seed → label → run directory (those
-    without metrics yet are left out)."""
+    without metrics yet are left out); ``wall``: ``WallClock.summary()``."""
     labels = [c.label for pair in curves.values() for _, cs in pair for c in cs]
     colors = colors_for(labels)
     panels = [(f"seed {s}: {name}", cs) for s, pair in curves.items() for name, cs in pair]
@@ -65,7 +66,7 @@ def evidence_page(
             f"<p>{len(seeds)} seed{'s' if len(seeds) > 1 else ''}, each its own RL runs; "
             "intervals are 95% bootstrap intervals over held-out problems within one seed "
             "(paired for differences); seeds are never pooled. A claim holds in a seed by the "
-            f"rule fixed in advance in agpo.apps.evidence.claims. Wall time {wall_s:.0f} s.</p>"
+            f"rule fixed in advance in agpo.apps.evidence.claims. {html.escape(describe(wall))}</p>"
             f"<h2>verdicts</h2>{markdown_to_html_table(verdicts)}"
             f"<h2>pass@k</h2><img alt='pass@k per seed' src='data:image/png;base64,{img}'>"
             f"<h2>models</h2>{markdown_to_html_table(models)}")

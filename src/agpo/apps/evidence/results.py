@@ -9,7 +9,6 @@ testbed, its own base model), and runs of one method can land in different modes
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from agpo.apps.evidence.claims import CLAIMS, Counts, TrainStats, load_counts, s
 from agpo.apps.evidence.methods import METHODS, label_of
 from agpo.apps.evidence.page import evidence_page, seed_curves
 from agpo.apps.evidence.study import Study
+from agpo.apps.evidence.wallclock import LEDGER, WallClock, describe
 from agpo.apps.testbed.runs import Job, default_jobs, execute
 from agpo.configs import flatten
 from agpo.errors import UserError
@@ -104,15 +104,17 @@ def tables(study: Study, seeds: Sequence[dict[str, Any]]) -> tuple[str, str]:
     return verdicts, models
 
 
-def write_tables(study: Study, out: Path, seeds: Sequence[dict[str, Any]], wall_s: float) -> Path:
-    """evidence.md (what was compared, the verdicts per seed, every model's intervals) and
-    evidence.json (every number), each in one atomic write."""
+def write_tables(study: Study, out: Path, seeds: Sequence[dict[str, Any]],
+                 wall: dict[str, Any]) -> Path:
+    """evidence.md (what was compared, the verdicts per seed, every model's intervals, the wall
+    time of all invocations: ``WallClock.summary()``) and evidence.json (every number), each in
+    one atomic write."""
     n = seeds[0]["n"]
     verdicts, models = tables(study, seeds)
     lines = [f"# {study.title}", "", study.describe(), "",
              f"95% bootstrap intervals over held-out problems within each seed; n = {n}. "
              "A claim holds in a seed by the rule in its docstring (agpo.apps.evidence.claims).",
-             "", verdicts, models, f"Wall time of this invocation: {wall_s:.0f} s", ""]
+             "", verdicts, models, describe(wall), ""]
     replace_text(out / "evidence.md", "\n".join(lines))
     replace_text(out / "evidence.json", json.dumps(list(seeds), indent=1) + "\n")
     return out / "evidence.md"
@@ -121,8 +123,8 @@ def write_tables(study: Study, out: Path, seeds: Sequence[dict[str, Any]], wall_
 class _Results:
     """What the finished evaluations say so far; the tables after each one."""
 
-    def __init__(self, study: Study, opts: Options, start: float) -> None:
-        self.study, self.opts, self.start = study, opts, start
+    def __init__(self, study: Study, opts: Options, clock: WallClock) -> None:
+        self.study, self.opts, self.clock = study, opts, clock
         self.counts: dict[int, dict[str, Counts]] = {s: {} for s in range(study.seeds)}
 
     def seed_dir(self, seed: int) -> Path:
@@ -134,7 +136,7 @@ class _Results:
             self.counts[int(seed_part.removeprefix("seed_"))][name[5:]] = load_counts(
                 job.out, self.study.marker[1] if self.study.marker else None)
             if seeds := self.seeds():
-                write_tables(self.study, self.opts.out, seeds, time.perf_counter() - self.start)
+                write_tables(self.study, self.opts.out, seeds, self.clock.summary())
 
     def runs(self, seed: int) -> dict[str, TrainStats]:
         return {m: train_stats(self.seed_dir(seed) / f"run_{m}")
@@ -182,19 +184,25 @@ def run_evidence(study: Study, opts: Options, settings: dict[str, Any],
     torch.set_num_threads(1)
     transformers.utils.logging.disable_progress_bar()  # one progress display, not one per load
     console = console or Console()
-    start = time.perf_counter()
+    untracked = (opts.out / SETTINGS).exists() and not (opts.out / LEDGER).exists()
     check_settings(opts.out, settings)
+    workers = opts.jobs or default_jobs()
+    with WallClock(opts.out, max(1, workers), untracked=untracked) as clock:
+        return _run(study, opts, workers, clock, console)
+
+
+def _run(study: Study, opts: Options, workers: int, clock: WallClock, console: Console) -> Path:
     per_seed = [study.seed_jobs(seed, opts.out / f"seed_{seed}", f"seed_{seed}/")
                 for seed in range(study.seeds)]
     # Job-major order (the base models first, then each method in every seed, in --methods
     # order): a run stopped part-way has every seed of the claims' methods.
     jobs = [job for i in range(max(map(len, per_seed))) for seed_list in per_seed
             for job in seed_list[i: i + 1]]
-    results = _Results(study, opts, start)
-    execute(jobs, opts.jobs or default_jobs(), console=console, progress=opts.progress,
+    results = _Results(study, opts, clock)
+    execute(jobs, workers, console=console, progress=opts.progress,
             title="evidence", on_done=results.done, keep_order=True)
     seeds = results.seeds()
-    wall = time.perf_counter() - start
+    wall = clock.summary()
     path = write_tables(study, opts.out, seeds, wall)
     curves = {sd["seed"]: seed_curves(results.ordered(sd["seed"]), sd["n"], study.subsets)
               for sd in seeds}
