@@ -4,7 +4,9 @@ only when called, so ``agpo --help`` and ``agpo passk`` start without importing 
 Every subcommand is a ``main(argv: list[str]) -> int`` whose flags are tyro's spelling of its
 config dataclass; ``UserError`` becomes one ``error: ...`` line and exit code 2, an error of
 the file system (``OSError``: a full disk, a read-only folder) one line naming the file and exit
-code 1; output cut short by its reader (``agpo ... | head``) ends quietly.
+code 1; output cut short by its reader (``agpo ... | head``) ends quietly. ``kill PID``
+(SIGTERM) stops a command as Ctrl-C does: worker processes ended, records written, one line
+saying how to continue.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from __future__ import annotations
 import errno
 import importlib
 import os
+import signal
 import sys
+import threading
+from types import FrameType
 
 from agpo.errors import UserError
 
@@ -43,7 +48,26 @@ def _usage() -> str:
     )
 
 
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    # The default action kills at once: a worker pool's semaphores leak (the resource tracker
+    # then warns) and nothing gets to write its last record; Ctrl-C's path does both.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    # Only where SIGTERM is ours to handle: the main thread, no handler of an embedding program.
+    own = (threading.current_thread() is threading.main_thread()
+           and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)
+    if own:
+        signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return _main(argv)
+    finally:
+        if own:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         try:
             return _dispatch(sys.argv[1:] if argv is None else argv)

@@ -108,6 +108,25 @@ def test_a_killed_run_continues_to_the_same_numbers(
     assert "over 2 invocations" in (out / "evidence.md").read_text()
 
 
+def test_sigterm_stops_it_as_ctrl_c_does(testbed_base: Path, tmp_path: Path) -> None:
+    """`kill PID`: workers ended, the invocation's time written, one line on how to continue."""
+    out = tmp_path / "terminated"
+    cmd = [sys.executable, "-m", "agpo.cli", "evidence", *_argv(out, testbed_base), "--jobs", "2",
+           "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = out / "seed_0" / "run_grpo" / "checkpoints" / "step_1"
+    deadline = time.monotonic() + 600
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.terminate()
+    err = proc.communicate(timeout=60)[1].decode()
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted; re-run the same command to continue" in err
+    assert "Traceback" not in err and "leaked semaphore" not in err, err[-2000:]
+    # written on the way out (the minute's heartbeat alone would still say 0 s on a quick run)
+    assert json.loads((out / "wall_time.json").read_text())["invocations"][0]["seconds"] > 0
+
+
 def test_a_continuation_with_other_settings_is_refused(through: Path, testbed_base: Path) -> None:
     before = (through / "evidence.json").read_bytes()
     # the one differing setting, by its dotted name, both values whole
