@@ -4,6 +4,7 @@ numbers as one that ran through."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -79,6 +80,8 @@ def test_tables_and_page(through: Path) -> None:
             "plain", 5, 1.0, 1.0)
     page = (through / "evidence.html").read_text()
     assert page.count("data:image/png;base64,") == 2  # the pass@k panel and seed 0's training
+    png = (through / "passk.png").read_bytes()  # the pass@k panel as a file, for a README
+    assert png.startswith(b"\x89PNG") and base64.b64encode(png).decode() in page
     assert "<h2>verdicts</h2>" in page and "<h2>seed 0</h2>" in page
 
 

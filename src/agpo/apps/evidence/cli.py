@@ -31,8 +31,8 @@ class EvidenceArgs:
 
     out: Path = Path("agpo_evidence")
     """Output folder (seed_S/{eval_base,run_M,eval_M}, evidence.md, evidence.json,
-    evidence.html, wall_time.json: every invocation's time); re-run with the same folder and
-    settings to continue a stopped run."""
+    evidence.html, passk.png, wall_time.json: every invocation's time); re-run with the same
+    folder and settings to continue a stopped run."""
     train_config: str = ""
     """A run config YAML (what agpo train --config reads): model, task, template, sampling,
     optimiser, batch sizes, token budget; every method starts from it. '': agpo train's defaults."""

@@ -5,16 +5,19 @@ seed's training dynamics on shared axes. One self-contained file; every text in 
 
 from __future__ import annotations
 
+import base64
 import html
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure
+
 from agpo.apps.evidence.claims import Counts
 from agpo.apps.evidence.methods import label_of
 from agpo.apps.evidence.wallclock import describe
 from agpo.eval.passk import report_ks
-from agpo.eval.plots import Curve, colors_for, passk_panels, png_base64
+from agpo.eval.plots import Curve, colors_for, passk_panels
 from agpo.eval.report import EvalDir, load_run, page, passk_curve, runs_section
 
 
@@ -48,19 +51,31 @@ def markdown_to_html_table(md: str) -> str:
     return f"<div class=scroll><table class=text><tr>{th}</tr>{trs}</table></div>"
 
 
-def evidence_page(
-    title: str, intro: str, seeds: Sequence[Mapping[str, Any]],
-    curves: Mapping[int, Sequence[tuple[str, Sequence[Curve]]]],
-    runs: Mapping[int, Mapping[str, Path]], tables_md: Sequence[str], wall: Mapping[str, Any],
-) -> str:
-    """The page (see the module docstring); ``runs``: seed → label → run directory (those
-    without metrics yet are left out); ``wall``: ``WallClock.summary()``."""
-    labels = [c.label for pair in curves.values() for _, cs in pair for c in cs]
-    colors = colors_for(labels)
+Curves = Mapping[int, Sequence[tuple[str, Sequence[Curve]]]]
+"""seed → [(panel title, the pass@k curves of its models)] (``seed_curves`` per seed)."""
+
+
+def _colors(curves: Curves) -> dict[str, str]:
+    return colors_for([c.label for pair in curves.values() for _, cs in pair for c in cs])
+
+
+def passk_plot(curves: Curves) -> Figure:
+    """Every seed's pass@k panels, one row per seed (the page's figure; passk.png)."""
     panels = [(f"seed {s}: {name}", cs) for s, pair in curves.items() for name, cs in pair]
     cols = max(len(pair) for pair in curves.values())
-    img = png_base64(passk_panels(panels, colors, "pass@k per seed (95% bootstrap CI over "
-                                                  "problems)", cols=max(2, cols)))
+    return passk_panels(panels, _colors(curves), "pass@k per seed (95% bootstrap CI over "
+                                                 "problems)", cols=max(2, cols))
+
+
+def evidence_page(
+    title: str, intro: str, seeds: Sequence[Mapping[str, Any]], curves: Curves, passk_png: bytes,
+    runs: Mapping[int, Mapping[str, Path]], tables_md: Sequence[str], wall: Mapping[str, Any],
+) -> str:
+    """The page (see the module docstring); ``passk_png``: ``passk_plot(curves)`` as a PNG file's
+    bytes; ``runs``: seed → label → run directory (those without metrics yet are left out);
+    ``wall``: ``WallClock.summary()``."""
+    colors = _colors(curves)
+    img = base64.b64encode(passk_png).decode("ascii")
     verdicts, models = tables_md
     body = (f"<p>{html.escape(intro)}</p>"
             f"<p>{len(seeds)} seed{'s' if len(seeds) > 1 else ''}, each its own RL runs; "

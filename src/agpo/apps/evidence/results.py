@@ -20,12 +20,13 @@ from rich.console import Console
 
 from agpo.apps.evidence.claims import CLAIMS, Counts, TrainStats, load_counts, scores_of, train_stats
 from agpo.apps.evidence.methods import METHODS, label_of
-from agpo.apps.evidence.page import evidence_page, seed_curves
+from agpo.apps.evidence.page import evidence_page, passk_plot, seed_curves
 from agpo.apps.evidence.study import Study
 from agpo.apps.evidence.wallclock import LEDGER, WallClock, describe
 from agpo.apps.testbed.runs import Job, default_jobs, execute
 from agpo.configs import flatten
 from agpo.errors import UserError
+from agpo.eval.plots import save_png
 from agpo.eval.bootstrap import mean_ci
 from agpo.io import replace_text
 
@@ -208,9 +209,10 @@ def _run(study: Study, opts: Options, workers: int, clock: WallClock, console: C
               for sd in seeds}
     runs = {s: {METHODS[m].label: results.seed_dir(s) / f"run_{m}" for m in study.methods}
             for s in range(study.seeds)}
-    page = evidence_page(study.title, study.describe(), seeds, curves, runs,
+    png = save_png(passk_plot(curves), opts.out / "passk.png")
+    page = evidence_page(study.title, study.describe(), seeds, curves, png.read_bytes(), runs,
                          tables(study, seeds), wall)
     replace_text(opts.out / "evidence.html", page)
     console.print(path.read_text())
-    console.print(f"report: {opts.out / 'evidence.html'}")
+    console.print(f"report: {opts.out / 'evidence.html'}; pass@k curves: {png}")
     return path
