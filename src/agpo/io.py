@@ -246,14 +246,19 @@ def naming(path: Path, *, always: bool = False) -> Iterator[None]:
 
 
 def replace_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file, fsync, rename): a reader or a crash
+    """Write ``text`` to ``path`` atomically (``replace_bytes``), UTF-8."""
+    replace_bytes(path, text.encode("utf-8"))
+
+
+def replace_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file, fsync, rename): a reader or a crash
     sees the old file or the new one, never half of one. A failed write (a full disk) leaves
     the old file and no temp file behind, and its OSError names ``path``."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with naming(path, always=True):
-            with tmp.open("w", encoding="utf-8") as f:
-                f.write(text)
+            with tmp.open("wb") as f:
+                f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             tmp.replace(path)

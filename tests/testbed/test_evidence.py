@@ -101,6 +101,12 @@ def test_a_killed_run_continues_to_the_same_numbers(
     proc.wait()
     assert first.exists(), proc.stderr.read().decode()[-2000:]
     assert not (out / "seed_0" / "eval_passk_analytic" / "passk.json").exists()
+    # what a stopped run shows: the base model's evaluation (the first job) in the tables and
+    # curves, no page yet
+    interim = (out / "evidence.md").read_text()
+    assert "| 0 | base |" in interim and "| 0 | GRPO |" not in interim
+    assert (out / "passk.png").read_bytes().startswith(b"\x89PNG")
+    assert not (out / "evidence.html").exists()
 
     again = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=900)
     assert again.returncode == 0, again.stderr.decode()[-2000:]

@@ -21,6 +21,8 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
+from agpo.io import replace_bytes
+
 BASE_LABEL = "base"
 Series = tuple[list[float], list[float]]
 """(x values, y values) of one line."""
@@ -57,18 +59,24 @@ def colors_for(labels: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def png_base64(fig: Figure) -> str:
-    """The figure as a base64 PNG (and the figure closed: pyplot keeps every open one alive)."""
+def png_bytes(fig: Figure) -> bytes:
+    """The figure as a PNG file's bytes (and the figure closed: pyplot keeps every open one
+    alive)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return buf.getvalue()
+
+
+def png_base64(fig: Figure) -> str:
+    """The figure as a base64 PNG, for an <img> of a one-file HTML page (and closed)."""
+    return base64.b64encode(png_bytes(fig)).decode("ascii")
 
 
 def save_png(fig: Figure, path: Path) -> Path:
-    """The figure written to ``path`` (and closed)."""
-    fig.savefig(path, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    """The figure written to ``path`` atomically (a report rewritten while a long run goes on
+    is never half a file), and closed."""
+    replace_bytes(path, png_bytes(fig))
     return path
 
 

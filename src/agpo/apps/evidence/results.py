@@ -1,5 +1,6 @@
 """The evidence run's driver and tables: every job of every seed under one progress display,
-the verdict and model tables rewritten after every evaluation, the page at the end.
+the verdict and model tables and the pass@k curves rewritten after every evaluation, the page
+at the end.
 
 Intervals are 95% bootstrap intervals over problems within one seed (paired for differences);
 seeds are reported one by one, never pooled: each seed is its own training run (and, on the
@@ -136,8 +137,26 @@ class _Results:
         if name.startswith("eval_"):
             self.counts[int(seed_part.removeprefix("seed_"))][name[5:]] = load_counts(
                 job.out, self.study.marker[1] if self.study.marker else None)
-            if seeds := self.seeds():
-                write_tables(self.study, self.opts.out, seeds, self.clock.summary())
+            if self.seeds():
+                self.report(page=False)
+
+    def report(self, *, page: bool) -> Path:
+        """evidence.md/json and passk.png from the evaluations finished so far, and with
+        ``page`` evidence.html (its training plots of every run cost seconds: once, at the
+        end); returns evidence.md. Rewritten after each evaluation, a long run shows what it
+        has."""
+        study, out, seeds, wall = self.study, self.opts.out, self.seeds(), self.clock.summary()
+        path = write_tables(study, out, seeds, wall)
+        curves = {sd["seed"]: seed_curves(self.ordered(sd["seed"]), sd["n"], study.subsets)
+                  for sd in seeds}
+        png = save_png(passk_plot(curves), out / "passk.png")
+        if page:
+            runs = {s: {METHODS[m].label: self.seed_dir(s) / f"run_{m}" for m in study.methods}
+                    for s in range(study.seeds)}
+            replace_text(out / "evidence.html", evidence_page(
+                study.title, study.describe(), seeds, curves, png.read_bytes(), runs,
+                tables(study, seeds), wall))
+        return path
 
     def runs(self, seed: int) -> dict[str, TrainStats]:
         return {m: train_stats(self.seed_dir(seed) / f"run_{m}")
@@ -202,17 +221,7 @@ def _run(study: Study, opts: Options, workers: int, clock: WallClock, console: C
     results = _Results(study, opts, clock)
     execute(jobs, workers, console=console, progress=opts.progress,
             title="evidence", on_done=results.done, keep_order=True)
-    seeds = results.seeds()
-    wall = clock.summary()
-    path = write_tables(study, opts.out, seeds, wall)
-    curves = {sd["seed"]: seed_curves(results.ordered(sd["seed"]), sd["n"], study.subsets)
-              for sd in seeds}
-    runs = {s: {METHODS[m].label: results.seed_dir(s) / f"run_{m}" for m in study.methods}
-            for s in range(study.seeds)}
-    png = save_png(passk_plot(curves), opts.out / "passk.png")
-    page = evidence_page(study.title, study.describe(), seeds, curves, png.read_bytes(), runs,
-                         tables(study, seeds), wall)
-    replace_text(opts.out / "evidence.html", page)
+    path = results.report(page=True)
     console.print(path.read_text())
-    console.print(f"report: {opts.out / 'evidence.html'}; pass@k curves: {png}")
+    console.print(f"report: {opts.out / 'evidence.html'}; pass@k curves: {opts.out / 'passk.png'}")
     return path
