@@ -88,8 +88,18 @@ def test_claim_rules_on_hand_made_numbers() -> None:
     shrinks = CLAIMS["GRPO shrinks pass@n below base"]
     assert shrinks({"base": base, "grpo": _scores(0, 0, 0, 0)}, {}, 4, 200)[1] is True
     assert shrinks({"base": base, "grpo": _scores(1, 1, 1, 1)}, {}, 4, 200)[1] is False
-    assert shrinks({"base": base}, {}, 4, 200) is None  # not trained: "–"
+    assert shrinks({"base": base}, {}, 4, 200) is None  # not evaluated yet: "–"
     entropy = CLAIMS["AsymGRPO (0.9/0.4) ends with more entropy than GRPO"]
-    assert entropy({}, {"grpo": 0.30, "asym_grpo": 0.45}, 4, 200) == (
+    evaluated = {"base": base, "grpo": base, "asym_grpo": base}
+    assert entropy(evaluated, {"grpo": 0.30, "asym_grpo": 0.45}, 4, 200) == (
         "entropy GRPO 0.3000, AsymGRPO 0.4500", True)
-    assert entropy({}, {"grpo": 0.30}, 4, 200) is None
+    assert entropy(evaluated, {"grpo": 0.30}, 4, 200) is None  # a run that logged no entropy
+    assert entropy({"base": base, "grpo": base}, {"grpo": 0.3, "asym_grpo": 0.45}, 4, 200) is None
+
+
+def test_a_study_has_the_rows_of_the_claims_its_methods_test() -> None:
+    tested = [t for t, c in CLAIMS.items() if c.applies(("grpo", "agpo_asym", "passk_analytic"))]
+    assert tested == ["GRPO shrinks pass@n below base",
+                      "AGPO-asymmetric keeps pass@n ≥ base while raising pass@1",
+                      "Pass@k-analytic keeps pass@n ≥ base",
+                      "AGPO-asymmetric's pass@n not below Pass@k-analytic's"]

@@ -71,8 +71,8 @@ def seed_result(
                    steps=stats.steps if stats else 0, tokens=stats.tokens if stats else 0)
         rows.append(row)
     claims = {}
-    for title, fn in CLAIMS.items():
-        res = fn(scores, ent, n, resamples)
+    for title, claim in CLAIMS.items():
+        res = claim(scores, ent, n, resamples)
         if res is not None:
             claims[title] = {"measured": res[0], "holds": res[1]}
     return {"seed": seed, "n": n, "rows": rows, "claims": claims}
@@ -84,7 +84,7 @@ def tables(study: Study, seeds: Sequence[dict[str, Any]]) -> tuple[str, str]:
     ci = lambda c: f"{c[0]:.3f} [{c[1]:.3f}, {c[2]:.3f}]"  # noqa: E731
     head = "| claim | " + " | ".join(f"seed {sd['seed']}" for sd in seeds) + " |\n"
     verdicts = head + "|---" * (len(seeds) + 1) + "|\n"
-    for title in CLAIMS:
+    for title in (t for t, claim in CLAIMS.items() if claim.applies(study.methods)):
         cells = []
         for sd in seeds:
             c = sd["claims"].get(title)
