@@ -62,8 +62,10 @@ def _rows(out: Path) -> list[dict]:
 def test_outputs_and_rows(full_run) -> None:
     out, result = full_run
     for name in ("config.json", "env.json", "problems.jsonl", "verified.json", "samples.jsonl",
-                 "passk.json"):
+                 "passk.json", "timing.json"):
         assert (out / name).exists(), name
+    timing = json.loads((out / "timing.json").read_text())
+    assert (timing["samples"], timing["tokens"]) == (3 * N, 3 * N) and timing["sample_s"] > 0
     rows = _rows(out)
     assert [(r["problem_id"], r["sample"]) for r in rows] == [
         (f"p{i}", s) for i in range(3) for s in range(N)]
@@ -107,12 +109,17 @@ def test_resume_after_kill_equals_uninterrupted(
     samples = tmp_path / "samples.jsonl"
     lines = samples.read_text().splitlines(keepends=True)
     assert len(lines) == 10  # two batches of 5
+    assert json.loads((tmp_path / "timing.json").read_text())["samples"] == 10  # kept batch by batch
     samples.write_text("".join(lines[:7]) + lines[7][:20])
 
     resumed = evaluate(tiny_model_dir, str(task_file), N, tmp_path, **SETTINGS)
     full_out, full_result = full_run
     assert _rows(tmp_path) == _rows(full_out)
     assert resumed == full_result
+    # the time of both invocations: the first one's 10 rows (3 of them since lost), then the
+    # 3N − 7 missing rows, sampled as whole batches (the torn batch's 5 units for its 3 rows)
+    timing = json.loads((tmp_path / "timing.json").read_text())
+    assert (timing["samples"], timing["tokens"]) == (10 + 3 * N - 7, 10 + 3 * N - 10 + 5)
 
 
 def test_resume_refuses_other_settings(full_run, tiny_model_dir: Path, task_file: Path) -> None:

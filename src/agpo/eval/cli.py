@@ -3,7 +3,8 @@
 OUT gets config.json (this eval's settings, as resolved), env.json (versions, hardware),
 problems.jsonl (the problems as evaluated), verified.json (what each problem's samples were
 verified against), samples.jsonl (one row per sample, appended as produced: a killed eval rerun
-with the same flags resumes where it stopped), passk.json (the metrics) and timing.json.
+with the same flags resumes where it stopped), passk.json (the metrics) and timing.json (seconds
+sampling and waiting for verdicts, tokens and samples, over every invocation that wrote rows).
 
 Sampling settings left unset are resolved once and said in one line before sampling:
 
@@ -32,7 +33,7 @@ from typing import Any, Literal
 import yaml
 
 from agpo.errors import UserError, at
-from agpo.eval.runner import Timing, evaluate_items, write_json
+from agpo.eval.runner import evaluate_items, write_json
 from agpo.eval.samples import SAMPLES
 from agpo.ops import TEMPERATURE_RANGE
 from agpo.io import DirLock, env_info, resolve_device, use_threads
@@ -181,20 +182,17 @@ def run(cfg: EvalArgs, say: Callable[[str], None] | None = None) -> dict[str, An
         sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, top_p=cfg.top_p,
                                   temperature=cfg.temperature, batch_size=cfg.batch_size)
         write_json(cfg.out / "env.json", env_info(device, seed=cfg.seed))
-        timing = Timing()
         engine = build_engine(cfg.engine, model, tokenizer, sampling)
         reward = RewardConfig(verifier=_verifier(cfg, items), workers=cfg.workers)
         try:
             with build_reward(reward) as rf:
                 metrics = evaluate_items(model, tokenizer, items, cfg.n, sampling, rf, cfg.out,
                                          template=cfg.template, seed=cfg.seed,
-                                         progress=cfg.progress, timing=timing, engine=engine,
-                                         say=say)
+                                         progress=cfg.progress, engine=engine, say=say)
         finally:
             engine.close()
         result = {**metrics, "task": cfg.task, "model": cfg.model}
         write_json(cfg.out / "passk.json", result)
-        write_json(cfg.out / "timing.json", dataclasses.asdict(timing))
     return result
 
 

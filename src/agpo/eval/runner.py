@@ -40,7 +40,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from agpo.errors import UserError
 from agpo.eval.samples import SAMPLES, append_rows, iter_rows, repair_tail
 from agpo.eval.summary import ProblemTally, summarize, tally
-from agpo.io import replace_text
+from agpo.io import load_json, replace_text
 from agpo.rollout import Engine, SamplingConfig, TransformersEngine
 from agpo.tasks import write_items
 from agpo.tasks.templates import render_prompt
@@ -48,6 +48,7 @@ from agpo.types import RewardResult, Rollout, TaskItem
 
 PROBLEMS = "problems.jsonl"
 VERIFIED = "verified.json"
+TIMING = "timing.json"
 # Reward settings that change how fast verdicts come, never which.
 _SPEED_ONLY = ("workers", "cache_size")
 
@@ -61,6 +62,22 @@ class Timing:
     """Only the time the eval stood waiting for verdicts; verification that ran while the
     next batch sampled costs nothing here."""
     tokens: int = 0
+    """Tokens sampled (a batch sampled again after a kill counts again: its time was spent)."""
+    samples: int = 0
+    """Rows written to samples.jsonl in the time counted."""
+
+    def plus(self, other: Timing) -> Timing:
+        return Timing(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other), strict=True)))
+
+
+def read_timing(out_dir: Path) -> Timing:
+    """An eval folder's timing.json: the time of every invocation that wrote its rows (a
+    killed one counts up to its last written batch). Absent: none recorded."""
+    path = out_dir / TIMING
+    if not path.exists():
+        return Timing()
+    data = load_json(path)
+    return Timing(**{f.name: data[f.name] for f in dataclasses.fields(Timing) if f.name in data})
 
 
 def batches(num_items: int, n: int, batch_size: int) -> Iterator[tuple[int, range]]:
@@ -142,6 +159,8 @@ def evaluate_items(
         done, tallies = _resume(out_dir, items, prompts,
                                 lambda it: render_prompt(it, template, tokenizer), reward_fn,
                                 say or _stderr)
+    # The eval's time over every invocation that wrote rows, kept with them batch by batch.
+    earlier = read_timing(out_dir) if path is not None and done else Timing()
     device = next(model.parameters()).device
     todo = [(b, units) for b, units in batches(len(items), n, sampling.batch_size)
             if any((items[u // n].id, u % n) not in done for u in units)]
@@ -152,8 +171,10 @@ def evaluate_items(
         def finish(batch: _Batch) -> None:
             rows = [r for r in batch.rows(items, n, timing) if (r["problem_id"], r["sample"])
                     not in done]
+            timing.samples += len(rows)
             if path is not None:
                 append_rows(path, rows)
+                write_json(out_dir / TIMING, dataclasses.asdict(earlier.plus(timing)))
             tally(rows, into=tallies)
 
         # Batch b is verified (reward_fn.submit) while batch b+1 samples, then its rows are
