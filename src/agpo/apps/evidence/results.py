@@ -27,8 +27,8 @@ from agpo.apps.evidence.wallclock import LEDGER, WallClock, describe
 from agpo.apps.testbed.runs import Job, default_jobs, execute
 from agpo.configs import flatten
 from agpo.errors import UserError
-from agpo.eval.plots import save_png
 from agpo.eval.bootstrap import mean_ci
+from agpo.eval.plots import save_png
 from agpo.io import replace_text
 
 SETTINGS = "evidence_settings.json"
