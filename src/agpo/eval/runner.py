@@ -67,7 +67,8 @@ class Timing:
     """Rows written to samples.jsonl in the time counted."""
 
     def plus(self, other: Timing) -> Timing:
-        return Timing(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other), strict=True)))
+        pairs = zip(dataclasses.astuple(self), dataclasses.astuple(other), strict=True)
+        return Timing(*(a + b for a, b in pairs))
 
 
 def read_timing(out_dir: Path) -> Timing:

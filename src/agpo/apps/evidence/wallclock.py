@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from agpo.io import replace_text
+from agpo.io import load_json, replace_text
 
 LEDGER = "wall_time.json"
 
@@ -32,8 +32,8 @@ class WallClock:
 
     def __init__(self, out: Path, jobs: int, *, untracked: bool = False, every_s: float = 60.0) -> None:
         self.path, self.jobs, self.every_s = out / LEDGER, jobs, every_s
-        earlier: dict[str, Any] = (json.loads(self.path.read_text(encoding="utf-8"))
-                                   if self.path.exists() else {"invocations": []})
+        earlier: dict[str, Any] = (load_json(self.path) if self.path.exists()
+                                   else {"invocations": []})
         self.earlier: list[dict[str, Any]] = earlier["invocations"]
         self.untracked = bool(earlier.get("untracked_before", untracked))
         self.began = datetime.now(timezone.utc).isoformat(timespec="seconds")
