@@ -28,8 +28,8 @@ from agpo.apps.testbed.runs import Job, default_jobs, execute
 from agpo.configs import flatten
 from agpo.errors import UserError
 from agpo.eval.bootstrap import mean_ci
-from agpo.eval.plots import save_png
-from agpo.io import replace_text
+from agpo.eval.plots import png_bytes
+from agpo.io import replace_bytes, replace_text
 
 SETTINGS = "evidence_settings.json"
 
@@ -107,12 +107,12 @@ def tables(study: Study, seeds: Sequence[dict[str, Any]]) -> tuple[str, str]:
 
 
 def write_tables(study: Study, out: Path, seeds: Sequence[dict[str, Any]],
-                 wall: dict[str, Any]) -> Path:
-    """evidence.md (what was compared, the verdicts per seed, every model's intervals, the wall
-    time of all invocations: ``WallClock.summary()``) and evidence.json (every number), each in
-    one atomic write."""
+                 tables_md: tuple[str, str], wall: dict[str, Any]) -> Path:
+    """evidence.md (what was compared, the verdicts per seed and every model's intervals:
+    ``tables_md``, the wall time of all invocations: ``WallClock.summary()``) and evidence.json
+    (every number), each in one atomic write."""
     n = seeds[0]["n"]
-    verdicts, models = tables(study, seeds)
+    verdicts, models = tables_md
     lines = [f"# {study.title}", "", study.describe(), "",
              f"95% bootstrap intervals over held-out problems within each seed; n = {n}. "
              "A claim holds in a seed by the rule in its docstring (agpo.apps.evidence.claims).",
@@ -137,25 +137,26 @@ class _Results:
         if name.startswith("eval_"):
             self.counts[int(seed_part.removeprefix("seed_"))][name[5:]] = load_counts(
                 job.out, self.study.marker[1] if self.study.marker else None)
-            if self.seeds():
-                self.report(page=False)
+            if seeds := self.seeds():
+                self.report(seeds, page=False)
 
-    def report(self, *, page: bool) -> Path:
-        """evidence.md/json and passk.png from the evaluations finished so far, and with
-        ``page`` evidence.html (its training plots of every run cost seconds: once, at the
-        end); returns evidence.md. Rewritten after each evaluation, a long run shows what it
-        has."""
-        study, out, seeds, wall = self.study, self.opts.out, self.seeds(), self.clock.summary()
-        path = write_tables(study, out, seeds, wall)
+    def report(self, seeds: Sequence[dict[str, Any]], *, page: bool) -> Path:
+        """evidence.md/json and passk.png from ``seeds`` (``self.seeds()``: the evaluations
+        finished so far), and with ``page`` evidence.html (its training plots of every run cost
+        seconds: once, at the end); returns evidence.md. Rewritten after each evaluation, a long
+        run shows what it has."""
+        study, out, wall = self.study, self.opts.out, self.clock.summary()
+        tables_md = tables(study, seeds)
+        path = write_tables(study, out, seeds, tables_md, wall)
         curves = {sd["seed"]: seed_curves(self.ordered(sd["seed"]), sd["n"], study.subsets)
                   for sd in seeds}
-        png = save_png(passk_plot(curves), out / "passk.png")
+        png = png_bytes(passk_plot(curves))
+        replace_bytes(out / "passk.png", png)
         if page:
             runs = {s: {METHODS[m].label: self.seed_dir(s) / f"run_{m}" for m in study.methods}
                     for s in range(study.seeds)}
             replace_text(out / "evidence.html", evidence_page(
-                study.title, study.describe(), seeds, curves, png.read_bytes(), runs,
-                tables(study, seeds), wall))
+                study.title, study.describe(), seeds, curves, png, runs, tables_md, wall))
         return path
 
     def runs(self, seed: int) -> dict[str, TrainStats]:
@@ -221,7 +222,7 @@ def _run(study: Study, opts: Options, workers: int, clock: WallClock, console: C
     results = _Results(study, opts, clock)
     execute(jobs, workers, console=console, progress=opts.progress,
             title="evidence", on_done=results.done, keep_order=True)
-    path = results.report(page=True)
+    path = results.report(results.seeds(), page=True)
     console.print(path.read_text())
     console.print(f"report: {opts.out / 'evidence.html'}; pass@k curves: {opts.out / 'passk.png'}")
     return path
