@@ -155,6 +155,17 @@ def test_without_final_only_marked_answers_count() -> None:
     ("\\sqrt{16}", "4", "", "unevaluated"),
     ("89 - 44, 89 - 44", "45", "", "unevaluated"),
     ("x = 89 - 44 = 45", "45", "What is 89 - 44?", None),
+    # a blank where the result goes states nothing: the relation states the question's expression
+    ("72 + 49 = ?", "121", "What is 72 + 49?", "restated"),
+    ("72 + 49 = 🔍🔍", "121", "What is 72 + 49?", "restated"),
+    ("72 + 49 = \\ldots", "121", "What is 72 + 49?", "restated"),
+    ("72 + 49 = \\text{?}", "121", "What is 72 + 49?", "restated"),
+    ("72+49=\\square", "121", "What is 72 + 49?", "restated"),
+    ("74 * 5 = ___", "370", "What is 74 * 5?", "restated"),
+    ("?", "121", "What is 72 + 49?", "no_answer"),
+    ("x", "121", "", "wrong"),  # a symbol or a word where a number is asked
+    ("Yes", "121", "", "wrong"),
+    ("72 + 49 = x", "121", "What is 72 + 49?", "wrong"),
     ("12, 15", "12", "", None),  # a list of numbers: evaluated, and simply not the gold
     ("\\frac{2}{4}", "\\frac{1}{2}", "", None),
     ("3\\frac{1}{2}", "3.5", "", None),

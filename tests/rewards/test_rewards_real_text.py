@@ -62,9 +62,10 @@ def test_set_is_real_hand_labelled_and_sourced() -> None:
 def test_agreement_at_least_98_percent_and_never_below_plain_math_verify(
     verdicts: list[RewardResult],
 ) -> None:
-    # Measured on this commit: agpo 379/380 (99.7%), plain math-verify 356/380 (93.7%); the
-    # math verifier before issue 23: 351/380 (92.4%), 19 of the 27 real correct answers. The
-    # one miss (real-132) states 61 * 8 = 488, then a digression whose last number is 0.
+    # Measured on this commit: agpo 386/387 (99.7%), plain math-verify 358/387 (92.5%); the
+    # verifier before the blanks were read (2026-12-05) credited 6 of the 7 blanked expressions
+    # (380/387); before issue 23: 351 of the first 380 rows. The one miss (real-132) states
+    # 61 * 8 = 488, then a digression whose last number is 0.
     expected = [r["label"] == "correct" for r in ROWS]
     agpo = [v.score == 1.0 for v in verdicts]
     plain = [plain_math_verify(r["gold"], r["completion"]) for r in ROWS]
@@ -90,6 +91,13 @@ def test_adversarial_rows_are_never_credited(verdicts: list[RewardResult]) -> No
     "\\boxed{{{a} {tex} {b}}}",
     "The answer is ${a} {tex} {b}$.",
     "Let me compute it.\nIt is {a} {op} {b}.",
+    # the expression with a blank where the result goes (SmolLM2 wrote "72 + 49 = 🔍🔍" in training)
+    "{a} {op} {b} = ?",
+    "{a} {op} {b} = 🔍🔍",
+    "${a} {tex} {b} = ?$",
+    "\\boxed{{{a} {tex} {b} = \\ldots}}",
+    "{a}{op}{b}=\\text{{?}}",
+    "So, {a} {op} {b} = ___.",
 ])
 def test_restating_the_question_never_earns_a_reward(template: str) -> None:
     # Every held-out arithmetic problem: the answer "is" its own expression, which a symbolic

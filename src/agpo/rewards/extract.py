@@ -330,13 +330,25 @@ def _plain(statement: str) -> str:
 
 
 _RELATION_SIGN = re.compile(r"=|\\approx|≈")
+# What fills a blank rather than states a value: spacing, dots, boxes, a \text wrapper (its
+# content stays and is judged), an underline to write on.
+_PLACEHOLDER = re.compile(r"\\(?:[lcvd]?dots|square|Box|blacksquare|q?quad|[hv]space\*?\{[^{}]*\}|phantom|"
+                          r"underline|overline|text(?:bf|rm)?|mathrm|mbox|boxed|fbox|[,;:! _])")
+_ALNUM = re.compile(r"[A-Za-z0-9]")
+
+
+def _states_a_value(side: str) -> bool:
+    """Whether a relation's side holds a value: a digit or a letter once placeholders are
+    dropped. '?', '…', '___', '\\ldots', '\\text{?}', '\\square' or an emoji state nothing."""
+    return _ALNUM.search(_PLACEHOLDER.sub("", side)) is not None
 
 
 def _last_side(chain: str) -> str:
-    """The value a relation states: 'x = 89 - 44 = 45' → '45'; '89 - 44 =' states no more than
-    '89 - 44'; unmatched parentheses of a cut expression are dropped."""
+    """The value a relation states: 'x = 89 - 44 = 45' → '45'. A side that states nothing is
+    no value: '89 - 44 =' and '89 - 44 = ?' state no more than '89 - 44'; '?' alone states
+    nothing (''). Unmatched parentheses of a cut expression are dropped."""
     sides = [s.strip() for s in _RELATION_SIGN.split(chain)]
-    side = next((s for s in reversed(sides) if s), "")
+    side = next((s for s in reversed(sides) if _states_a_value(s)), "")
     if side.count("(") != side.count(")"):
         side = side.strip("()").strip()
     return side
@@ -461,7 +473,10 @@ def unearned(answer: str, gold: str, prompt: str) -> str | None:
       however a symbolic checker evaluates it.
     - 'unevaluated': the gold is a number and the answer is not one ('74 * 5',
       '\\frac{90}{2}' for 45): the task asked for the result.
-    A relation is judged by its last side ('89 - 44 = 45' states 45).
+    - 'wrong': the gold is a number and the answer is a word or a symbol ('x', 'Yes').
+    - 'no_answer': the answer states nothing ('?', '= …').
+    A relation is judged by its last side that states a value ('89 - 44 = 45' states 45,
+    '89 - 44 = ?' states '89 - 44').
     """
     value = _last_side(answer)
     squashed = _squash(value)
@@ -476,7 +491,10 @@ def unearned(answer: str, gold: str, prompt: str) -> str | None:
     items = [v for v in _COMMA_SPACE.split(value)] if ", " in value else [value]
     if len(items) > 1 and all(is_numeral(v, fractions=kind != "integer") for v in items):
         return None
-    return "unevaluated" if _DECIMAL_RE.search(value) else None
+    if not value:
+        return "no_answer"
+    # Never left to math-verify: it reads past what it cannot parse ("72 + 49 = 🔍" was 121).
+    return "unevaluated" if _DECIMAL_RE.search(value) else "wrong"
 
 
 @functools.lru_cache(maxsize=1024)
