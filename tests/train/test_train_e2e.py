@@ -30,6 +30,9 @@ def test_reward_rises_for_every_advantage_estimator(advantage, base_flags, read_
     assert last > first + 0.25, rewards
     assert (out / "checkpoints" / "step_12" / "model.safetensors").is_file()
     assert all(key in row for row in rows for _, key in PROGRESS_KEYS)  # the bar shows what is logged
+    # The reward audit: every credited answer writes the gold ('7'); logged once anything is credited.
+    audited = [r["reward/credited_without_gold"] for r in rows if "reward/credited_without_gold" in r]
+    assert audited and all(v == 0.0 for v in audited)
 
 
 def test_dapo_preset_token_budget_and_periodic_eval(base_flags, read_metrics, tmp_path):

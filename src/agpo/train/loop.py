@@ -22,8 +22,8 @@ from agpo.train.config import RunConfig
 from agpo.train.limits import cannot_continue, require_a_step, stop_reason
 from agpo.train.dist import all_reduce_sum
 from agpo.train.metrics import (
-    StepProgress, Timer, advantage_metrics, after_update, count_metrics, group_metrics,
-    rollout_metrics, write_samples,
+    StepProgress, Timer, advantage_metrics, after_update, audit_metrics, count_metrics,
+    group_metrics, rollout_metrics, write_samples,
 )
 from agpo.train.state import Run
 from agpo.train.update import (
@@ -117,7 +117,8 @@ def rl_step(run: Run, progress: StepProgress | None = None) -> dict[str, float]:
     if result.entropy is not None:  # π_old's token entropy [N, T], measured with it by the update
         entropy = result.entropy
     # 6. After the update: policy drift (KL̄_step's input) and AsymGRPO's positive log-prob increment.
-    means = {**rollout_metrics(rollout, entropy), **group_metrics(scores, raw, usable, world)}
+    means = {**rollout_metrics(rollout, entropy), **group_metrics(scores, raw, usable, world),
+             **audit_metrics(groups.items, rollout.texts, groups.results)}
     drift = None
     if old_logprobs is not None and (run.control.clip.needs_drift or cfg.log.post_update_stats):
         with timer("score"):

@@ -16,6 +16,7 @@ import torch.distributed as dist
 from agpo.algos.controllers import step_drift
 from agpo.configs import to_dict
 from agpo.io import dumps_finite, read_metrics, replace_text
+from agpo.rewards.audit import credited_without_gold
 from agpo.train.config import RunConfig
 from agpo.train.dist import all_reduce
 from agpo.rollout.sampler import SamplingProgress
@@ -178,6 +179,17 @@ def group_metrics(scores: torch.Tensor, raw: torch.Tensor, usable: torch.Tensor,
         "reward/none_solved_frac": one((solved == 0).float()),
         "reward/bad_gold": total((~usable).sum(), world),
     }
+
+
+def audit_metrics(items: Sequence[TaskItem], texts: Sequence[str],
+                  results: Sequence[RewardResult]) -> dict[str, torch.Tensor]:
+    """``reward/credited_without_gold`` as a [sum, count] pair: of the credited responses whose
+    gold is a plain number, the share that never writes it (``agpo.rewards.audit``; a sign of
+    a reward hack). items [B]; texts and results [B·G], each item's G responses together."""
+    g = len(texts) // max(len(items), 1)
+    golds = [it.gold for it in items for _ in range(g)]
+    unwritten, audited = credited_without_gold(golds, texts, [r.score for r in results])
+    return {"reward/credited_without_gold": torch.tensor([float(unwritten), float(audited)])}
 
 
 def total(x: torch.Tensor | float, world: int) -> torch.Tensor:

@@ -1,0 +1,40 @@
+"""The reward audit: credited responses that never write their plain-number gold."""
+
+from __future__ import annotations
+
+import pytest
+
+from agpo.rewards.audit import credited_without_gold, writes_gold
+from agpo.train.metrics import audit_metrics
+from agpo.types import RewardResult, TaskItem
+
+
+@pytest.mark.parametrize("completion, gold, writes", [
+    ("72 + 49 = 121", "121", True),
+    ("She makes $1,000 a day.", "1000", True),  # currency and thousands separators
+    ("18.00", "18", True),  # the same number
+    ("−5", "-5", True),  # a Unicode minus
+    ("72 + 49 = 🔍🔍", "121", False),  # the hack SmolLM2 found
+    ("12 1", "121", False),
+    ("x2 = 7", "2", False),  # a digit glued to a letter is no number
+    ("1/2", "\\frac{1}{2}", None),  # not a plain-number gold: not audited
+    ("Yes", "Yes", None),
+])
+def test_writes_gold(completion: str, gold: str, writes: bool | None) -> None:
+    assert writes_gold(completion, gold) is writes
+
+
+def test_only_credited_responses_with_a_number_gold_are_audited() -> None:
+    golds = ["121", "121", "121", "x + 1", "45"]
+    texts = ["121", "72 + 49 = 🔍🔍", "72 + 49 = ?", "x+1", "44"]
+    scores = [1.0, 1.0, 0.0, 1.0, 0.0]
+    assert credited_without_gold(golds, texts, scores) == (1, 2)
+
+
+def test_training_metric_pairs_each_response_with_its_prompts_gold() -> None:
+    # Two prompts × 2 responses, in the sampler's order (a prompt's responses together).
+    items = [TaskItem("a", "What is 72 + 49?", "121"), TaskItem("b", "What is 7 - 2?", "5")]
+    texts = ["121", "72 + 49 = 🔍🔍", "5", "7 - 2 = 5"]
+    results = [RewardResult(1.0, None, None)] * 4
+    pair = audit_metrics(items, texts, results)["reward/credited_without_gold"]
+    assert pair.tolist() == [1.0, 4.0]  # a mean over credited responses: 0.25
