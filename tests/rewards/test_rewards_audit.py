@@ -36,5 +36,5 @@ def test_training_metric_pairs_each_response_with_its_prompts_gold() -> None:
     items = [TaskItem("a", "What is 72 + 49?", "121"), TaskItem("b", "What is 7 - 2?", "5")]
     texts = ["121", "72 + 49 = 🔍🔍", "5", "7 - 2 = 5"]
     results = [RewardResult(1.0, None, None)] * 4
-    pair = audit_metrics(items, texts, results)["reward/credited_without_gold"]
+    pair = audit_metrics(items, texts, results, 2)["reward/credited_without_gold"]
     assert pair.tolist() == [1.0, 4.0]  # a mean over credited responses: 0.25

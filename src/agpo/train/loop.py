@@ -118,7 +118,7 @@ def rl_step(run: Run, progress: StepProgress | None = None) -> dict[str, float]:
         entropy = result.entropy
     # 6. After the update: policy drift (KL̄_step's input) and AsymGRPO's positive log-prob increment.
     means = {**rollout_metrics(rollout, entropy), **group_metrics(scores, raw, usable, world),
-             **audit_metrics(groups.items, rollout.texts, groups.results)}
+             **audit_metrics(groups.items, rollout.texts, groups.results, g)}
     drift = None
     if old_logprobs is not None and (run.control.clip.needs_drift or cfg.log.post_update_stats):
         with timer("score"):

@@ -182,11 +182,10 @@ def group_metrics(scores: torch.Tensor, raw: torch.Tensor, usable: torch.Tensor,
 
 
 def audit_metrics(items: Sequence[TaskItem], texts: Sequence[str],
-                  results: Sequence[RewardResult]) -> dict[str, torch.Tensor]:
+                  results: Sequence[RewardResult], g: int) -> dict[str, torch.Tensor]:
     """``reward/credited_without_gold`` as a [sum, count] pair: of the credited responses whose
     gold is a plain number, the share that never writes it (``agpo.rewards.audit``; a sign of
     a reward hack). items [B]; texts and results [B·G], each item's G responses together."""
-    g = len(texts) // max(len(items), 1)
     golds = [it.gold for it in items for _ in range(g)]
     unwritten, audited = credited_without_gold(golds, texts, [r.score for r in results])
     return {"reward/credited_without_gold": torch.tensor([float(unwritten), float(audited)])}
