@@ -108,6 +108,14 @@ def test_mean_ci_is_the_one_column_bootstrap() -> None:
     assert mean == 0.40625 and (low, high) == (lo[0], hi[0]) and low < mean < high
 
 
+def test_the_table_audits_correct_samples_against_their_golds(report: Path) -> None:
+    # The fixture's gold is 025 and its samples answer \boxed{s}: none of the correct ones
+    # (13 for base: 8 + 4 + 1 + 0; 16 trained) writes 25, so every one is counted.
+    html = report.read_text()
+    assert "credited without gold</th>" in html
+    assert "<td>13 of 13</td>" in html and "<td>16 of 16</td>" in html
+
+
 def test_model_text_is_escaped(report: Path) -> None:
     text = report.read_text()
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in text

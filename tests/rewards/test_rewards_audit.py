@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from agpo.eval.summary import summarize, tally
 from agpo.rewards.audit import credited_without_gold, writes_gold
 from agpo.train.metrics import audit_metrics
 from agpo.types import RewardResult, TaskItem
@@ -38,3 +39,22 @@ def test_training_metric_pairs_each_response_with_its_prompts_gold() -> None:
     results = [RewardResult(1.0, None, None)] * 4
     pair = audit_metrics(items, texts, results, 2)["reward/credited_without_gold"]
     assert pair.tolist() == [1.0, 4.0]  # a mean over credited responses: 0.25
+
+
+def test_an_evaluation_audits_its_correct_samples_against_their_golds() -> None:
+    # p0: the hack and an honest answer; p1: a gold that is no plain number (not audited);
+    # p2: a wrong answer (not credited) and a problem whose gold was unusable (left out).
+    rows = [
+        {"problem_id": "p0", "sample": 0, "completion": "72 + 49 = 🔍🔍", "correct": True},
+        {"problem_id": "p0", "sample": 1, "completion": "121", "correct": True},
+        {"problem_id": "p1", "sample": 0, "completion": "x + 1", "correct": True},
+        {"problem_id": "p2", "sample": 0, "completion": "44", "correct": False},
+        {"problem_id": "p3", "sample": 0, "completion": "7", "correct": False,
+         "failure": "bad_gold"},
+    ]
+    golds = {"p0": "121", "p1": "x + 1", "p2": "45", "p3": "7"}
+    audited = summarize(tally(rows, golds=golds))
+    assert (audited["credited_audited"], audited["credited_without_gold"]) == (2, 0.5)
+    plain = summarize(tally(rows))  # a samples file without its problems: no audit, no keys
+    assert "credited_audited" not in plain and "credited_without_gold" not in plain
+    assert {k: v for k, v in audited.items() if not k.startswith("credited_")} == plain

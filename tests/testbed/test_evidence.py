@@ -64,6 +64,14 @@ def test_tables_and_page(through: Path) -> None:
         "| GRPO shrinks pass@n below base | no: pass@8(GRPO) − base = " in verdicts
     data = json.loads((through / "evidence.json").read_text())
     assert [r["label"] for r in data[0]["rows"]] == ["base", "GRPO", "Pass@k-analytic (k=4)"]
+    # The reward audit: the testbed's exact verifier credits only the gold digits themselves,
+    # so every correct sample writes its gold and every one of them is audited.
+    assert "| credited without gold |" in md
+    for row in data[0]["rows"]:
+        passk = json.loads((through / "seed_0" / f"eval_{row['method']}" / "passk.json")
+                           .read_text())
+        correct = round(passk["avg@n"] * passk["num_samples"])
+        assert row["audit"] == [0, correct] == [0, passk["credited_audited"]], row["method"]
     for row in data[0]["rows"]:
         for key in ("pass@1", "pass@8"):
             mean, low, high = row[key]

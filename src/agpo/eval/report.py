@@ -25,9 +25,9 @@ from agpo.errors import UserError, at
 from agpo.eval.bootstrap import bootstrap_ci, per_problem_passk
 from agpo.eval.passk import report_ks
 from agpo.eval.plots import Curve, Series, colors_for, passk_panels, png_base64, training_panels
-from agpo.eval.samples import SAMPLES, SampleKeys, iter_rows
+from agpo.eval.samples import SAMPLES, SampleKeys, golds_of, iter_rows, read_problems
 from agpo.eval.summary import summarize, tally
-from agpo.io import load_json, read_jsonl, read_metrics, replace_text
+from agpo.io import load_json, read_metrics, replace_text
 
 # Training panels: title → metric keys tried in order (the first one a run logged is drawn).
 TRAINING_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -87,18 +87,14 @@ def load_eval(path: Path, label: str) -> EvalDir:
     repeating an earlier one of its (problem_id, sample) is counted once, with a warning on
     stderr (``agpo.eval.samples.SampleKeys``)."""
     keys = SampleKeys(path / SAMPLES)
-    tallies = tally(iter_rows(path / SAMPLES, keys))
+    problems = read_problems(path)
+    tallies = tally(iter_rows(path / SAMPLES, keys), golds=golds_of(problems))
     if (note := keys.note()) is not None:
         print(f"warning: {note}", file=sys.stderr)
     kept = {pid: t for pid, t in tallies.items() if t.n}
     if not kept:
         raise at(path / SAMPLES, None, "no usable samples")
     cfg = _read_json(path / "config.json") if (path / "config.json").exists() else {}
-    problems: dict[str, dict[str, Any]] = {}
-    if (path / "problems.jsonl").exists():
-        # A line torn by a killed writer ends the file: the viewer shows what is complete.
-        for _, rec in read_jsonl(path / "problems.jsonl", skip_torn_tail=True):
-            problems[str(rec.get("id"))] = rec
     return EvalDir(path, label, _benchmark_name(cfg, path), list(kept),
                    [t.n for t in kept.values()], [t.c for t in kept.values()],
                    summarize(tallies), problems)
@@ -156,6 +152,14 @@ def passk_curve(e: EvalDir, ks: Sequence[int], ids: Collection[str] | None = Non
     return Curve(e.label, ks, list(values.mean(axis=0)), list(low), list(high))
 
 
+def _audit(metrics: Mapping[str, Any]) -> str:
+    """'unwritten of audited' of the reward audit (``agpo.eval.summary``), '–' where none ran."""
+    audited = metrics.get("credited_audited")
+    if not audited:
+        return "–"
+    return f"{round(metrics['credited_without_gold'] * audited):,} of {audited:,}"
+
+
 def _passk_table(curves: Sequence[Curve], evals: Sequence[EvalDir], extra: bool) -> str:
     rows = []
     for c, e in zip(curves, evals, strict=True):
@@ -163,12 +167,15 @@ def _passk_table(curves: Sequence[Curve], evals: Sequence[EvalDir], extra: bool)
                  for m, lo, hi in zip(c.mean, c.low, c.high)]
         more = [_fmt(e.metrics.get(k)) for k in
                 ("maj@1", "coverage", "distinct_correct", "mean_length", "mean_token_entropy")]
+        more.append(_audit(e.metrics))
         rows.append(f"<tr><th>{html.escape(e.label)}</th><td>{len(e.ns)}</td><td>{min(e.ns)}"
                     f"</td>{''.join(f'<td>{x}</td>' for x in cells + (more if extra else []))}</tr>")
     head = "".join(f"<th>pass@{k}</th>" for k in curves[0].ks)
     if extra:
         head += ("<th>maj@1</th><th>coverage</th><th>distinct correct</th><th>mean length</th>"
-                 "<th>token entropy</th>")
+                 "<th>token entropy</th><th title='correct samples that never write their "
+                 "numeric gold: above 0, read them (a reward hack looks like this)'>credited "
+                 "without gold</th>")
     return (f"<div class=scroll><table><tr><th>model</th><th>problems</th><th>n</th>{head}</tr>"
             f"{''.join(rows)}</table></div>")
 

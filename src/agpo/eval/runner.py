@@ -38,7 +38,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from agpo.errors import UserError
-from agpo.eval.samples import SAMPLES, append_rows, iter_rows, repair_tail
+from agpo.eval.samples import PROBLEMS, SAMPLES, append_rows, iter_rows, repair_tail
 from agpo.eval.summary import ProblemTally, summarize, tally
 from agpo.io import load_json, replace_text
 from agpo.rollout import Engine, SamplingConfig, TransformersEngine
@@ -46,7 +46,6 @@ from agpo.tasks import write_items
 from agpo.tasks.templates import render_prompt
 from agpo.types import RewardResult, Rollout, TaskItem
 
-PROBLEMS = "problems.jsonl"
 VERIFIED = "verified.json"
 TIMING = "timing.json"
 # Reward settings that change how fast verdicts come, never which.
@@ -154,6 +153,7 @@ def evaluate_items(
     engine = engine if engine is not None else TransformersEngine(model, tokenizer)
     path = out_dir / SAMPLES if out_dir is not None else None
     prompts = [render_prompt(it, template, tokenizer) for it in items]
+    golds = {it.id: it.gold for it in items}
     tallies: dict[str, ProblemTally] = {}
     done: set[tuple[str, int]] = set()
     if path is not None:
@@ -176,7 +176,7 @@ def evaluate_items(
             if path is not None:
                 append_rows(path, rows)
                 write_json(out_dir / TIMING, dataclasses.asdict(earlier.plus(timing)))
-            tally(rows, into=tallies)
+            tally(rows, into=tallies, golds=golds)
 
         # Batch b is verified (reward_fn.submit) while batch b+1 samples, then its rows are
         # written: the same rows in the same order as sample → verify → write, one batch later.
@@ -224,11 +224,12 @@ def _resume(
     replace_text(out_dir / VERIFIED, json.dumps({"problems": keys}, indent=0) + "\n")
     done: set[tuple[str, int]] = set()
     tallies: dict[str, ProblemTally] = {}
+    golds = {it.id: it.gold for it in items}
     if path.exists():
         # One read serves both resume (what to skip) and the metrics of earlier rows.
         for row in iter_rows(path):
             done.add((str(row["problem_id"]), int(row["sample"])))
-            tally([row], into=tallies)
+            tally([row], into=tallies, golds=golds)
     return done, tallies
 
 

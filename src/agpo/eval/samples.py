@@ -17,6 +17,9 @@ from agpo.errors import at
 from agpo.io import dumps_finite, is_finite_number, naming, read_jsonl
 
 SAMPLES = "samples.jsonl"
+PROBLEMS = "problems.jsonl"
+"""Beside samples.jsonl in an eval directory: the problems as the eval saw them (id, prompt,
+gold, meta), one JSON object per line."""
 REQUIRED = ("problem_id", "sample", "correct")
 
 
@@ -134,3 +137,17 @@ def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     with naming(path), path.open("a", encoding="utf-8") as f:
         f.write(text)
         f.flush()
+
+
+def read_problems(eval_dir: Path) -> dict[str, dict[str, Any]]:
+    """id → record of an eval directory's problems.jsonl ({} without one). A line torn by a
+    killed writer ends the file: what is complete is returned."""
+    path = eval_dir / PROBLEMS
+    if not path.exists():
+        return {}
+    return {str(rec.get("id")): rec for _, rec in read_jsonl(path, skip_torn_tail=True)}
+
+
+def golds_of(problems: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """id → gold answer of the records that have one (for the audit of ``agpo.eval.summary``)."""
+    return {pid: str(rec["gold"]) for pid, rec in problems.items() if rec.get("gold") is not None}

@@ -9,7 +9,9 @@ samples any problem has (pass@k is reported only where every problem has at leas
 problems solved at least once); ``distinct_correct`` (distinct correct extracted answers per
 problem, mean); ``mean_length`` (response tokens); ``mean_token_entropy`` (mean of the rows'
 ``nll``, see ``agpo.eval.samples``); ``limited_by`` (a problem with the fewest samples, which
-limits k). Rows whose gold answer was unusable (failure ``bad_gold``) are left out and their
+limits k). Given the problems' golds, also the reward audit of ``agpo.rewards.audit``:
+``credited_audited`` (correct samples whose gold is a plain number) and
+``credited_without_gold`` (the share of them that never write it; above 0, read those samples). Rows whose gold answer was unusable (failure ``bad_gold``) are left out and their
 problems counted in ``skipped_problems``: the one rule of ``agpo eval``, ``agpo passk``, the
 report and training (where such a group leaves the loss).
 
@@ -21,7 +23,7 @@ give no maj@k or distinct_correct, rows without ``length`` no mean_length.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from agpo.eval.passk import (
     avg_at_n, coverage, majority_at_k, pass_at_k_curve, report_ks, unique_correct,
 )
 from agpo.eval.samples import iter_rows
+from agpo.rewards.audit import writes_gold
 
 BAD_GOLD = "bad_gold"
 
@@ -45,6 +48,10 @@ class ProblemTally:
     """Some row carried an extracted answer field (``parsed``), so maj@k means something."""
     measured: bool = False
     """Some row carried its ``length``."""
+    audited: int = 0
+    """Correct rows whose gold is a plain number (given the gold)."""
+    unwritten: int = 0
+    """Of those, the rows whose completion never writes the gold."""
 
     @property
     def n(self) -> int:
@@ -54,9 +61,9 @@ class ProblemTally:
     def c(self) -> int:
         return sum(ok for _, _, ok in self.votes)
 
-    def add(self, row: dict[str, Any]) -> None:
+    def add(self, row: dict[str, Any], gold: str | None = None) -> None:
         """One row checked by ``agpo.eval.samples.check_row``; without ``sample`` its place is
-        its order of arrival."""
+        its order of arrival. With its problem's ``gold`` a correct row is audited."""
         parsed = row.get("parsed")
         sample = row.get("sample")
         self.votes.append((self.n if sample is None else int(sample),
@@ -67,6 +74,11 @@ class ProblemTally:
             self.measured = True
         if row.get("nll") is not None:
             self.nlls.append(float(row["nll"]))
+        if gold is not None and row["correct"]:
+            written = writes_gold(str(row.get("completion", "")), gold)
+            if written is not None:
+                self.audited += 1
+                self.unwritten += not written
 
     def answers(self) -> tuple[list[str | None], list[bool]]:
         """Extracted answers and verdicts in sampling order."""
@@ -76,17 +88,20 @@ class ProblemTally:
 
 def tally(
     rows: Iterable[dict[str, Any]], into: dict[str, ProblemTally] | None = None,
+    golds: Mapping[str, str] | None = None,
 ) -> dict[str, ProblemTally]:
-    """problem_id → ProblemTally (problems in order of first appearance), adding to ``into``.
+    """problem_id → ProblemTally (problems in order of first appearance), adding to ``into``;
+    with ``golds`` (problem_id → gold answer) the correct rows are audited.
 
     A problem whose gold was unusable keeps an empty tally (counted as skipped). Rows are
     assumed unique per (problem_id, sample), as the runner writes them.
     """
     out = {} if into is None else into
     for row in rows:
-        t = out.setdefault(str(row["problem_id"]), ProblemTally())
+        pid = str(row["problem_id"])
+        t = out.setdefault(pid, ProblemTally())
         if row.get("failure") != BAD_GOLD:
-            t.add(row)
+            t.add(row, None if golds is None else golds.get(pid))
     return out
 
 
@@ -109,6 +124,9 @@ def summarize(tallies: dict[str, ProblemTally]) -> dict[str, Any]:
         out["distinct_correct"] = sum(unique_correct(a, ok) for a, ok in votes) / len(probs)
     if any(p.measured for p in probs):
         out["mean_length"] = sum(p.length for p in probs) / sum(ns)
+    if audited := sum(p.audited for p in probs):
+        out["credited_audited"] = audited
+        out["credited_without_gold"] = sum(p.unwritten for p in probs) / audited
     nlls = [x for p in probs for x in p.nlls]
     out.update(
         # fsum: exact, so a resumed eval (rows in another order) reports the same bits

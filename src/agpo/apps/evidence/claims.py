@@ -18,7 +18,7 @@ import numpy as np
 
 from agpo.apps.evidence.methods import METHODS
 from agpo.eval.bootstrap import mean_ci, per_problem_passk
-from agpo.eval.samples import SAMPLES, iter_rows
+from agpo.eval.samples import SAMPLES, golds_of, iter_rows, read_problems
 from agpo.eval.summary import ProblemTally, tally
 from agpo.io import read_metrics
 
@@ -35,6 +35,13 @@ class Counts:
     def n(self) -> int:
         return min(t.n for t in self.tallies.values() if t.n)
 
+    @property
+    def audit(self) -> tuple[int, int]:
+        """(correct samples that never write their numeric gold, correct samples with a numeric
+        gold): the reward audit of ``agpo.eval.summary``."""
+        ts = self.tallies.values()
+        return sum(t.unwritten for t in ts), sum(t.audited for t in ts)
+
     def values(self, pids: Sequence[str], ks: Sequence[int]) -> np.ndarray:
         """Per-problem pass@k [P, K] in the order of ``pids``."""
         ts = [self.tallies[p] for p in pids]
@@ -42,8 +49,9 @@ class Counts:
 
 
 def load_counts(eval_dir: Path, marker: Callable[[str], bool] | None = None) -> Counts:
-    """One pass over an eval's samples.jsonl: the tally, and the share of completions for
-    which ``marker`` is true (None without a marker)."""
+    """One pass over an eval's samples.jsonl: the tally (audited against the golds of its
+    problems.jsonl), and the share of completions for which ``marker`` is true (None without a
+    marker)."""
     marked = total = 0
 
     def rows() -> Iterator[dict[str, Any]]:
@@ -54,7 +62,7 @@ def load_counts(eval_dir: Path, marker: Callable[[str], bool] | None = None) -> 
             total += 1
             yield row
 
-    tallies = tally(rows())
+    tallies = tally(rows(), golds=golds_of(read_problems(eval_dir)))
     return Counts(tallies, marked / max(1, total) if marker is not None else None)
 
 

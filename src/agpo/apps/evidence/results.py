@@ -67,8 +67,9 @@ def seed_result(
             mask = [p in ids for p in pids]
             row[f"{short}@{n}"] = mean_ci(sc.values[n][mask], resamples, seed=seed)
         stats = runs.get(name)
-        row.update(share=counts[name].share, train_entropy=ent.get(name),
-                   steps=stats.steps if stats else 0, tokens=stats.tokens if stats else 0)
+        row.update(share=counts[name].share, audit=counts[name].audit,
+                   train_entropy=ent.get(name), steps=stats.steps if stats else 0,
+                   tokens=stats.tokens if stats else 0)
         rows.append(row)
     claims = {}
     for title, claim in CLAIMS.items():
@@ -92,7 +93,10 @@ def tables(study: Study, seeds: Sequence[dict[str, Any]]) -> tuple[str, str]:
         verdicts += f"| {title} | " + " | ".join(cells) + " |\n"
     subsets = [f"{short}@{n}" for short in study.subsets]
     marker = [f"share of {study.marker[0]}"] if study.marker is not None else []
-    cols = ["seed", "method", "pass@1", f"pass@{n}", *subsets, *marker, "train entropy",
+    # The reward audit where the golds are numbers: correct samples that never write theirs.
+    audit = (["credited without gold"]
+             if any(r["audit"][1] for sd in seeds for r in sd["rows"]) else [])
+    cols = ["seed", "method", "pass@1", f"pass@{n}", *subsets, *marker, *audit, "train entropy",
             "RL steps (tokens)"]
     models = "| " + " | ".join(cols) + " |\n" + "|---" * len(cols) + "|\n"
     for sd in seeds:
@@ -100,6 +104,7 @@ def tables(study: Study, seeds: Sequence[dict[str, Any]]) -> tuple[str, str]:
             cells = [str(r["seed"]), r["label"], ci(r["pass@1"]), ci(r[f"pass@{n}"]),
                      *(ci(r[c]) for c in subsets)]
             cells += [f"{r['share']:.4f}"] if marker else []
+            cells += [f"{r['audit'][0]:,} of {r['audit'][1]:,}"] if audit else []
             cells.append("" if r["train_entropy"] is None else f"{r['train_entropy']:.4f}")
             cells.append(f"{r['steps']} ({r['tokens']:,})" if r["steps"] else "")
             models += "| " + " | ".join(cells) + " |\n"
