@@ -58,3 +58,16 @@ def test_an_evaluation_audits_its_correct_samples_against_their_golds() -> None:
     plain = summarize(tally(rows))  # a samples file without its problems: no audit, no keys
     assert "credited_audited" not in plain and "credited_without_gold" not in plain
     assert {k: v for k, v in audited.items() if not k.startswith("credited_")} == plain
+
+
+@pytest.mark.parametrize("share, warned", [(0.25, True), (0.0, False)])
+def test_agpo_eval_warns_when_correct_samples_do_not_write_their_gold(
+    share: float, warned: bool, tmp_path, monkeypatch: pytest.MonkeyPatch, capsys,
+) -> None:
+    import agpo.eval.cli as eval_cli
+
+    result = {"pass@1": 0.5, "model": "m", "credited_audited": 8, "credited_without_gold": share}
+    monkeypatch.setattr(eval_cli, "run", lambda cfg, say=None: result)
+    assert eval_cli.main(["--model", "m", "--task", "arith", "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert ("warning: 2 of 8 correct samples never write their gold number" in err) is warned

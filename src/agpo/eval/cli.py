@@ -358,5 +358,10 @@ def main(argv: list[str]) -> int:
         if isinstance(value, float) and math.isfinite(value):
             table.add_row(key, f"{value:.4f}")
     Console().print(table)
+    if result.get("credited_without_gold"):
+        audited = result["credited_audited"]
+        print(f"warning: {round(result['credited_without_gold'] * audited)} of {audited} correct "
+              "samples never write their gold number: read them before trusting the reward "
+              "(docs/grading.md, 'Watching for a hack during training')", file=sys.stderr)
     print(f"wrote {cfg.out / 'passk.json'}")
     return 0
