@@ -11,7 +11,8 @@ problem, mean); ``mean_length`` (response tokens); ``mean_token_entropy`` (mean 
 ``nll``, see ``agpo.eval.samples``); ``limited_by`` (a problem with the fewest samples, which
 limits k). Given the problems' golds, also the reward audit of ``agpo.rewards.audit``:
 ``credited_audited`` (correct samples whose gold is a plain number) and
-``credited_without_gold`` (the share of them that never write it; above 0, read those samples). Rows whose gold answer was unusable (failure ``bad_gold``) are left out and their
+``credited_without_gold`` (the share of them that never write it; above 0, read those
+samples). Rows whose gold answer was unusable (failure ``bad_gold``) are left out and their
 problems counted in ``skipped_problems``: the one rule of ``agpo eval``, ``agpo passk``, the
 report and training (where such a group leaves the loss).
 
