@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
@@ -21,6 +22,9 @@ from agpo.train.config import RunConfig
 from agpo.train.dist import all_reduce
 from agpo.rollout.sampler import SamplingProgress
 from agpo.types import RewardResult, Rollout, TaskItem
+
+if TYPE_CHECKING:  # sampling imports this module's Timer
+    from agpo.train.sampling import Groups
 
 # Shown on the progress bar, in this order (short label, key).
 PROGRESS_KEYS = (
@@ -232,9 +236,9 @@ def advantage_metrics(
     return pairs, peaks
 
 
-def count_metrics(groups, clip_low: torch.Tensor, world: int) -> dict[str, torch.Tensor]:  # noqa: ANN001
+def count_metrics(groups: Groups, clip_low: torch.Tensor, world: int) -> dict[str, torch.Tensor]:
     """Totals over processes: probe tokens, dynamic-sampling rounds, discarded and trained
-    groups; and the mean clip ε over sequences. ``groups``: agpo.train.sampling.Groups."""
+    groups; and the mean clip ε over sequences ([N])."""
     return {
         "rollout/probe_tokens": total(groups.probe_tokens, world),
         "rollout/sampling_rounds": torch.stack([torch.tensor(float(groups.rounds)), torch.tensor(1.0)]),

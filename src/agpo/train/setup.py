@@ -38,7 +38,8 @@ def training_precision(spec: str, device: torch.device, main: bool = True) -> Pr
 
 
 def load_models(cfg: ModelConfig, need_ref: bool, seed: int, device: torch.device,
-                precision: Precision | None = None, lr: float | None = None):  # noqa: ANN201
+                precision: Precision | None = None, lr: float | None = None,
+                ) -> tuple[torch.nn.Module, Any, torch.nn.Module | None]:
     """(policy, tokenizer, reference or None) of --model.path through ``agpo.models.load``
     (``seed`` initialises 'tiny' only) with the parameter dtype of ``precision`` (default: that
     of --model.dtype here). The reference is a frozen copy, or with LoRA the policy itself with

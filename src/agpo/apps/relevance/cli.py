@@ -22,7 +22,7 @@ from agpo.errors import UserError
 from agpo.io import dumps_finite, finite_number, read_jsonl
 
 if TYPE_CHECKING:
-    from agpo.apps.relevance.data import DataReport
+    from agpo.apps.relevance.data import DataReport, Dataset, Pair
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,8 @@ class DataArgs:
     split: str = ""
     """Keep only this split ('' : every pair)."""
 
-    def load(self, split: str | None = None, *, empty_ok: bool = False):
+    def load(self, split: str | None = None, *, empty_ok: bool = False,
+             ) -> tuple[Dataset, list[Pair]]:
         """The dataset and its pairs in ``split`` (default ``--split``); no pair is an error
         that says where the rows went (join misses, ``--version``), unless ``empty_ok``."""
         from agpo.apps.relevance import data

@@ -20,10 +20,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agpo.apps.relevance.data import Pair
 from agpo.apps.relevance.labels import LabelScheme
 from agpo.types import TaskItem
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 TEMPLATE = "query: {query}\nitem: {title}\nlabel: "
 """Default prompt, short because the tiny teacher is small. Fields: query, title, description,
@@ -119,7 +123,7 @@ def warm_start(
     return out_dir
 
 
-def word_tokenizer(texts: Sequence[str], scheme: LabelScheme):
+def word_tokenizer(texts: Sequence[str], scheme: LabelScheme) -> PreTrainedTokenizerFast:
     """A word-level tokenizer over ``texts`` plus the scheme's labels (pad/bos/eos/unk first).
 
     Words split at whitespace and punctuation; decoding joins tokens with spaces, which is
