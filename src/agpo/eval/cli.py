@@ -35,6 +35,7 @@ import yaml
 from agpo.errors import UserError, at
 from agpo.eval.runner import evaluate_items, write_json
 from agpo.eval.samples import SAMPLES
+from agpo.eval.summary import audit_counts
 from agpo.ops import TEMPERATURE_RANGE
 from agpo.io import DirLock, env_info, resolve_device, use_threads
 from agpo.models import Dtype
@@ -358,9 +359,8 @@ def main(argv: list[str]) -> int:
         if isinstance(value, float) and math.isfinite(value):
             table.add_row(key, f"{value:.4f}")
     Console().print(table)
-    if result.get("credited_without_gold"):
-        audited = result["credited_audited"]
-        print(f"warning: {round(result['credited_without_gold'] * audited)} of {audited} correct "
+    if (counts := audit_counts(result)) is not None and counts[0]:
+        print(f"warning: {counts[0]} of {counts[1]} correct "
               "samples never write their gold number: read them before trusting the reward "
               "(docs/grading.md, 'Watching for a hack during training')", file=sys.stderr)
     print(f"wrote {cfg.out / 'passk.json'}")

@@ -26,7 +26,7 @@ from agpo.eval.bootstrap import bootstrap_ci, per_problem_passk
 from agpo.eval.passk import report_ks
 from agpo.eval.plots import Curve, Series, colors_for, passk_panels, png_base64, training_panels
 from agpo.eval.samples import SAMPLES, SampleKeys, golds_of, iter_rows, read_problems
-from agpo.eval.summary import summarize, tally
+from agpo.eval.summary import audit_counts, summarize, tally
 from agpo.io import load_json, read_metrics, replace_text
 
 # Training panels: title → metric keys tried in order (the first one a run logged is drawn).
@@ -152,12 +152,10 @@ def passk_curve(e: EvalDir, ks: Sequence[int], ids: Collection[str] | None = Non
     return Curve(e.label, ks, list(values.mean(axis=0)), list(low), list(high))
 
 
-def _audit(metrics: Mapping[str, Any]) -> str:
+def _audit(metrics: dict[str, Any]) -> str:
     """'unwritten of audited' of the reward audit (``agpo.eval.summary``), '–' where none ran."""
-    audited = metrics.get("credited_audited")
-    if not audited:
-        return "–"
-    return f"{round(metrics['credited_without_gold'] * audited):,} of {audited:,}"
+    counts = audit_counts(metrics)
+    return "–" if counts is None else f"{counts[0]:,} of {counts[1]:,}"
 
 
 def _passk_table(curves: Sequence[Curve], evals: Sequence[EvalDir], extra: bool) -> str:

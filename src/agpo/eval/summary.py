@@ -141,6 +141,15 @@ def summarize(tallies: dict[str, ProblemTally]) -> dict[str, Any]:
     return out
 
 
+def audit_counts(metrics: dict[str, Any]) -> tuple[int, int] | None:
+    """(correct samples that never write their gold, correct samples audited) from
+    ``summarize``'s metrics; None where nothing was audited."""
+    audited = metrics.get("credited_audited")
+    if not audited:
+        return None
+    return round(metrics["credited_without_gold"] * audited), audited
+
+
 def summarize_samples(path: Path) -> dict[str, float | int]:
     """passk.json's metrics straight from a samples.jsonl (``agpo passk`` agrees on pass@k)."""
     return summarize(tally(iter_rows(path)))
