@@ -72,3 +72,52 @@ def test_lora_run_resumes_to_the_same_adapters(base_flags, read_metrics, tmp_pat
     a = load_file(str(full / "checkpoints" / "step_2" / "adapter_model.safetensors"))
     b = load_file(str(cut / "checkpoints" / "step_2" / "adapter_model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _stop_in(monkeypatch, target: object, name: str, call: int, *, after: bool) -> None:
+    """Raise KeyboardInterrupt (what Ctrl-C and, through the CLI, SIGTERM raise) at the
+    ``call``-th call of ``target.name``: after the real call ran (``after``), or instead of it."""
+    real, calls = getattr(target, name), []
+
+    def stopping(*args, **kwargs):  # noqa: ANN202
+        calls.append(1)
+        if len(calls) < call:
+            return real(*args, **kwargs)
+        if after:
+            real(*args, **kwargs)  # the streams and the data cursor move on first
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(target, name, stopping)
+
+
+def test_a_stop_while_sampling_checkpoints_the_step_and_resumes_exactly(
+        base_flags, read_metrics, tmp_path, monkeypatch, capsys):
+    from agpo.train.sampling import Sampler
+
+    flags = [*base_flags, "--algo.advantage", "grpo", "--train.steps", "4", "--train.epochs", "2",
+             "--train.mini-batch-prompts", "4", "--train.checkpoint-every", "0"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main(["--out", str(full), *flags]) == 0
+    with monkeypatch.context() as m:
+        _stop_in(m, Sampler, "collect", 3, after=True)  # step 3's sampling, done but not used
+        with pytest.raises(KeyboardInterrupt):
+            main(["--out", str(cut), *flags])
+    assert "checkpoint 2 written" in capsys.readouterr().err
+    assert [p.name for p in (cut / "checkpoints").iterdir()] == ["step_2"]
+    assert main(["--resume", str(cut)]) == 0
+
+    assert _comparable(read_metrics(cut)) == _comparable(read_metrics(full))
+    a = load_file(str(full / "checkpoints" / "step_4" / "model.safetensors"))
+    b = load_file(str(cut / "checkpoints" / "step_4" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_stop_during_the_update_writes_no_checkpoint(base_flags, tmp_path, monkeypatch, capsys):
+    import agpo.train.loop
+
+    out = tmp_path / "run"
+    _stop_in(monkeypatch, agpo.train.loop, "update", 3, after=False)  # step 3's weights half-way
+    with pytest.raises(KeyboardInterrupt):
+        main(["--out", str(out), *base_flags, "--train.steps", "4", "--train.checkpoint-every", "0"])
+    assert not (out / "checkpoints").exists() or not any((out / "checkpoints").iterdir())
+    assert "checkpoint" not in capsys.readouterr().err

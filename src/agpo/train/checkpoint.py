@@ -63,6 +63,11 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    """Where checkpoint ``step`` lives once committed."""
+    return Path(run_dir) / "checkpoints" / f"step_{step}"
+
+
 def tmp_dir(run_dir: Path, step: int) -> Path:
     """Where checkpoint ``step`` is assembled before ``commit`` renames it into place."""
     return Path(run_dir) / "checkpoints" / f".step_{step}.tmp"
@@ -111,7 +116,7 @@ def commit_checkpoint(run_dir: Path, step: int) -> Path:
     tmp = tmp_dir(run_dir, step)
     sums = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file() and p.name != CHECKSUMS}
     (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=1))
-    final = Path(run_dir) / "checkpoints" / f"step_{step}"
+    final = checkpoint_path(run_dir, step)
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     return final

@@ -25,6 +25,7 @@ from agpo.train.metrics import (
     StepProgress, Timer, advantage_metrics, after_update, audit_metrics, count_metrics,
     group_metrics, rollout_metrics, write_samples,
 )
+from agpo.train.sampling import Groups
 from agpo.train.state import Run
 from agpo.train.update import (
     TrainBatch, add_mismatch_metrics, finish_mismatch_metrics, group_advantages, update,
@@ -74,16 +75,28 @@ def _stopped(run: Run) -> str | None:
 
 
 def rl_step(run: Run, progress: StepProgress | None = None) -> dict[str, float]:
-    """One RL step (sample → update); returns its metrics, reduced over processes.
+    """One RL step (sample → learn); returns its metrics, reduced over processes.
     ``progress``: shown each phase as it begins, and how far sampling got."""
-    cfg, g, world = run.cfg, run.cfg.train.group_size, run.dist.world
     timer = Timer(progress.phase if progress is not None else None)
     if progress is not None:
         progress.begin(run.step + 1)
-    # 1. Sample B prompts × G and verify (probe group and dynamic sampling inside).
+    with run.checkpoint_on_stop():  # sampling leaves the weights at step N: a stop keeps them
+        groups = sample(run, timer, progress)
+    return learn(run, groups, timer, progress)
+
+
+def sample(run: Run, timer: Timer, progress: StepProgress | None = None) -> Groups:
+    """Step 1 of an RL step: sample B prompts × G and verify them (the probe group and dynamic
+    sampling inside). Leaves the weights alone. ``progress``: how far sampling got."""
     shown = sampling_progress(progress.sampling) if progress is not None else nullcontext()
     with run.inference(), shown:  # bf16 autocast / FSDP's gathered weights, as every no-grad forward
-        groups = run.sampler.collect(timer)
+        return run.sampler.collect(timer)
+
+
+def learn(run: Run, groups: Groups, timer: Timer, progress: StepProgress | None = None) -> dict[str, float]:
+    """Steps 2–8 of an RL step on the sampled ``groups``: advantages, the update, the controllers;
+    returns the step's metrics, reduced over processes."""
+    cfg, g, world = run.cfg, run.cfg.train.group_size, run.dist.world
     rollout, raw = groups.rollout, groups.scores  # [N, T], [B, G]
     device = rollout.response_ids.device
     lengths = rollout.response_mask.sum(-1).cpu()  # [N]; scores and advantages live on the CPU

@@ -297,6 +297,38 @@ class Run:
             self._prune()
         barrier(self.dist)
 
+    @contextlib.contextmanager
+    def checkpoint_on_stop(self) -> Iterator[None]:
+        """Around a phase that leaves the weights alone (sampling): a stop inside it (Ctrl-C,
+        SIGTERM) first checkpoints the step boundary it began at, then goes on stopping.
+
+        The weights, optimizer and controllers are still those of step ``self.step``; what the
+        phase advanced (the sampling and torch streams, Python's, the data cursor) is rewound to
+        the phase's start, so the checkpoint equals the periodic one of this step and the
+        resumed run redoes nothing. Sampling is most of a step, so most stops land here. Not
+        for a run of several processes (a stop reaches them at different points; they resume
+        from the last periodic checkpoint), nor at step 0 (nothing to keep), nor when this
+        step's checkpoint exists.
+        """
+        import random
+
+        start = (self.generator.get_state(), torch.get_rng_state(), random.getstate(),
+                 self.stream.state_dict())
+        try:
+            yield
+        except KeyboardInterrupt:
+            kept = ckpt.checkpoint_path(self.dir, self.step).is_dir()
+            if self.dist.world == 1 and self.step > 0 and not kept:
+                self.generator.set_state(start[0])
+                torch.set_rng_state(start[1])
+                random.setstate(start[2])
+                self.stream.load_state_dict(start[3])
+                self.save()
+                print(f"stopped while sampling step {self.step + 1}: checkpoint {self.step} written "
+                      "(the weights were not yet changed); a resumed run continues from it",
+                      file=sys.stderr)
+            raise
+
     def _restore(self, path: Path) -> None:
         state = ckpt.load_checkpoint(path, self.policy, self.optimizer, self.generator,
                                      weights=not self.sharded)

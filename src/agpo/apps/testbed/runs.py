@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -242,6 +243,10 @@ def _worker_init(parent: int) -> None:
     # Ctrl-C reaches the whole process group: the parent alone handles it (it terminates the
     # workers), instead of every worker printing its own traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # An idle worker ignores SIGTERM too: killed while it waits on the task queue, it would die
+    # holding the queue's lock, and the parent's pool.terminate would wait for that lock forever
+    # (a SIGTERM to every process, as at the end of a session). It ends on the pool's sentinel.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     die_with_parent(parent)
     torch.set_num_threads(1)  # one thread per worker: the workers fill the cores
     transformers.utils.logging.disable_progress_bar()
@@ -279,7 +284,23 @@ def _watch_parent(parent: int) -> None:
 
 
 def _call(work: Callable[[], Any]) -> None:
-    work()
+    # SIGTERM (the pool's terminate after Ctrl-C or a failed job, or a stop of every process)
+    # stops the job as Ctrl-C stops a command, so that a training first checkpoints the step
+    # it stopped in (Run.checkpoint_on_stop).
+    idle = signal.signal(signal.SIGTERM, _stop_job)
+    try:
+        work()
+    except KeyboardInterrupt:
+        raise SystemExit(1) from None  # stopped: the parent reports it, no traceback per worker
+    finally:
+        signal.signal(signal.SIGTERM, idle)
+
+
+def _stop_job(signum: int, frame: FrameType | None) -> None:
+    # A stop of every process sends the pool's SIGTERM after the first: it must not cut the
+    # checkpoint short (SIGKILL still ends the worker at once).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 @dataclass
