@@ -116,7 +116,7 @@ def test_a_stop_during_the_update_writes_no_checkpoint(base_flags, tmp_path, mon
     import agpo.train.loop
 
     out = tmp_path / "run"
-    _stop_in(monkeypatch, agpo.train.loop, "update", 3, after=False)  # step 3's weights half-way
+    _stop_in(monkeypatch, agpo.train.loop, "update", 3, after=False)  # in step 3: weights may be half-way
     with pytest.raises(KeyboardInterrupt):
         main(["--out", str(out), *base_flags, "--train.steps", "4", "--train.checkpoint-every", "0"])
     assert not (out / "checkpoints").exists() or not any((out / "checkpoints").iterdir())
