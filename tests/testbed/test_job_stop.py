@@ -82,7 +82,7 @@ if __name__ == "__main__":
 
 def test_sigterm_to_every_process_ends_the_pool(tmp_path: Path) -> None:
     # One worker busy, one idle in the task queue's read: SIGTERM to the whole process group, as
-    # at the end of a session. An idle worker killed inside that read would leave the queue's
+    # a job scheduler sends it. An idle worker killed inside that read would leave the queue's
     # lock held and the parent's pool.terminate waiting for it forever.
     (tmp_path / "pool.py").write_text(POOL)
     proc = subprocess.Popen([sys.executable, "pool.py"], cwd=tmp_path, start_new_session=True,

@@ -305,7 +305,7 @@ class Run:
         The weights, optimizer and controllers are still those of step ``self.step``; what the
         phase advanced (the sampling and torch streams, Python's, the data cursor) is rewound to
         the phase's start, so the checkpoint equals the periodic one of this step and the
-        resumed run redoes nothing. Sampling is most of a step, so most stops land here. Not
+        resumed run repeats no finished step. Sampling is most of a step, so most stops land here. Not
         for a run of several processes (a stop reaches them at different points; they resume
         from the last periodic checkpoint), nor at step 0 (nothing to keep), nor when this
         step's checkpoint exists.

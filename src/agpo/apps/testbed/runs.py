@@ -245,7 +245,7 @@ def _worker_init(parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # An idle worker ignores SIGTERM too: killed while it waits on the task queue, it would die
     # holding the queue's lock, and the parent's pool.terminate would wait for that lock forever
-    # (a SIGTERM to every process, as at the end of a session). It ends on the pool's sentinel.
+    # (a SIGTERM to every process, as a job scheduler sends). It ends on the pool's sentinel.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     die_with_parent(parent)
     torch.set_num_threads(1)  # one thread per worker: the workers fill the cores
