@@ -4,6 +4,7 @@ glue that saves, restores and logs it. train/loop.py holds the algorithm; this h
 from __future__ import annotations
 
 import contextlib
+import random
 import shutil
 import sys
 from collections.abc import Iterator
@@ -305,24 +306,22 @@ class Run:
         The weights, optimizer and controllers are still those of step ``self.step``; what the
         phase advanced (the sampling and torch streams, Python's, the data cursor) is rewound to
         the phase's start, so the checkpoint equals the periodic one of this step and the
-        resumed run repeats no finished step. Sampling is most of a step, so most stops land here. Not
-        for a run of several processes (a stop reaches them at different points; they resume
-        from the last periodic checkpoint), nor at step 0 (nothing to keep), nor when this
-        step's checkpoint exists.
+        resumed run repeats no finished step. Sampling is most of a step, so most stops land
+        here. Not for a run of several processes (a stop reaches them at different points; they
+        resume from the last periodic checkpoint), nor at step 0 (nothing to keep), nor when
+        this step's checkpoint exists.
         """
-        import random
-
-        start = (self.generator.get_state(), torch.get_rng_state(), random.getstate(),
-                 self.stream.state_dict())
+        sampling, torch_rng = self.generator.get_state(), torch.get_rng_state()
+        python_rng, cursor = random.getstate(), self.stream.state_dict()
         try:
             yield
         except KeyboardInterrupt:
             kept = ckpt.checkpoint_path(self.dir, self.step).is_dir()
             if self.dist.world == 1 and self.step > 0 and not kept:
-                self.generator.set_state(start[0])
-                torch.set_rng_state(start[1])
-                random.setstate(start[2])
-                self.stream.load_state_dict(start[3])
+                self.generator.set_state(sampling)
+                torch.set_rng_state(torch_rng)
+                random.setstate(python_rng)
+                self.stream.load_state_dict(cursor)
                 self.save()
                 print(f"stopped while sampling step {self.step + 1}: checkpoint {self.step} written "
                       "(the weights were not yet changed); a resumed run continues from it",
